@@ -1,0 +1,144 @@
+"""The light renderer: numpy linear-blend skinning into pyrender on EGL (Mesa llvmpipe on CPU).
+One character is loaded at a time; between poses only the vertex buffers are rewritten in place
+(glBufferSubData), which is several times cheaper than rebuilding the mesh."""
+from __future__ import annotations
+
+import os
+from importlib import metadata
+
+import numpy as np
+
+from render.backends.common import face_box, keypoints_with_visibility, on_white
+from render.characters import Character, PosedCharacter, pose_character
+from render.geometry import rotation_xyz
+from render.spec import SceneSpec, resolve_camera
+
+
+def _import_pyrender():
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it so; numpy 2 removed it
+        np.infty = np.inf
+    try:
+        import pyrender
+        from OpenGL import GL
+    except ImportError as error:
+        raise ImportError(f"the pyrender backend needs the preview extra: pip install 'pairforge[preview]' "
+                          f"({error})") from error
+    return pyrender, GL
+
+
+def _gl_uv(uv: np.ndarray) -> np.ndarray:
+    """glTF puts the texture origin top-left, OpenGL bottom-left."""
+    return np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
+
+
+class PyrenderBackend:
+    name = "pyrender"
+
+    def __init__(self):
+        self._pyrender, self._gl = _import_pyrender()
+        self.version = metadata.version("pyrender")
+        self._renderer = None
+        self._scene = None
+        self._character: Character | None = None
+        self._parts: list[tuple] = []  # (pyrender primitive, primitive index, vertex subset, is_head)
+
+    def load(self, character: Character) -> None:
+        """Upload ``character``'s meshes; the next renders pose it."""
+        pr = self._pyrender
+        self._scene = pr.Scene(bg_color=(0, 0, 0, 0), ambient_light=(0.3, 0.3, 0.3))
+        self._character = character
+        self._parts = []
+        meshes = {True: [], False: []}
+        for index, prim in enumerate(character.primitives):
+            if prim.texture is not None:
+                texture = pr.Texture(source=prim.texture, source_channels="RGBA",
+                                     sampler=pr.Sampler(magFilter=9729, minFilter=9987, wrapS=33071, wrapT=33071))
+                material = pr.MetallicRoughnessMaterial(baseColorTexture=texture, metallicFactor=0.0,
+                                                        roughnessFactor=0.8)
+            else:
+                material = pr.MetallicRoughnessMaterial(baseColorFactor=prim.colour, metallicFactor=0.0,
+                                                        roughnessFactor=0.8)
+            for is_head in (True, False):  # split so a segmentation pass can find the head
+                faces = prim.faces[prim.head_faces == is_head]
+                if not len(faces):
+                    continue
+                subset, local_faces = np.unique(faces, return_inverse=True)
+                part = pr.Primitive(positions=prim.positions[subset], normals=prim.normals[subset],
+                                    texcoord_0=None if prim.uvs is None else _gl_uv(prim.uvs[subset]),
+                                    indices=local_faces.reshape(-1, 3).astype(np.uint32), material=material)
+                self._parts.append((part, index, subset, is_head))
+                meshes[is_head].append(part)
+        self._mesh_nodes = {is_head: self._scene.add(pr.Mesh(primitives=parts)) for is_head, parts in meshes.items()
+                            if parts}
+        self._camera_node = None
+        self._light_nodes = []
+
+    def _upload(self, posed: PosedCharacter) -> None:
+        gl = self._gl
+        for part, index, subset, _ in self._parts:
+            positions, normals = posed.positions[index][subset], posed.normals[index][subset]
+            if part._vaid is None:  # not on the GPU yet: the first render uploads these
+                part.positions, part.normals = positions, normals
+                continue
+            columns = [positions, normals] + ([part.texcoord_0] if part.texcoord_0 is not None else [])
+            data = np.ascontiguousarray(np.hstack(columns), dtype=np.float32)
+            gl.glBindBuffer(gl.GL_ARRAY_BUFFER, part._buffers[0])
+            gl.glBufferSubData(gl.GL_ARRAY_BUFFER, 0, data.nbytes, data)
+
+    def _set_view(self, spec: SceneSpec, camera_pose: np.ndarray, fpx: float) -> None:
+        pr = self._pyrender
+        width, height = spec.resolution
+        camera = pr.IntrinsicsCamera(fx=fpx, fy=fpx, cx=width / 2, cy=height / 2, znear=0.01, zfar=1000.0)
+        if self._camera_node is not None:
+            self._scene.remove_node(self._camera_node)
+        self._camera_node = self._scene.add(camera, pose=camera_pose)
+        for node in self._light_nodes:
+            self._scene.remove_node(node)
+        self._light_nodes = []
+        for light in spec.lights:  # directions are relative to the camera
+            rotation = camera_pose[:3, :3] @ rotation_xyz((-light.elevation_deg, light.azimuth_deg, 0.0))
+            pose = np.eye(4)
+            pose[:3, :3] = rotation
+            self._light_nodes.append(self._scene.add(
+                pr.DirectionalLight(color=np.asarray(light.colour), intensity=light.intensity), pose=pose))
+        self._scene.ambient_light = np.full(3, spec.ambient)
+
+    def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
+        if self._character is None:
+            raise RuntimeError("load a character before rendering")
+        pr = self._pyrender
+        width, height = spec.resolution
+        if self._renderer is None:
+            self._renderer = pr.OffscreenRenderer(width, height)
+        self._renderer.viewport_width, self._renderer.viewport_height = width, height
+        posed = pose_character(self._character, spec.pose, spec.expression)
+        vertices = np.vstack(posed.positions)
+        camera_pose, fpx = resolve_camera(spec.camera, vertices[::4], posed.head_outline(), width, height)
+        self._set_view(spec, camera_pose, fpx)
+        self._renderer._platform.make_current()
+        self._upload(posed)
+        color, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
+        rgba = np.ascontiguousarray(color)
+        depth = np.ascontiguousarray(depth, dtype=np.float32)
+        mask = depth > 0
+        rgba[~mask] = 0  # a clean transparent background
+        result = {
+            "rgba": rgba, "mask": mask, "depth": depth,
+            "rgb_on_white": on_white(rgba) if spec.background == "white" else None,
+            "keypoints": keypoints_with_visibility(posed.keypoints_3d(), camera_pose, fpx, depth,
+                                                   self._character.height()),
+            "face_box": face_box(posed.head_outline(), camera_pose, fpx, width, height),
+            "camera": {"pose": camera_pose.round(6).tolist(), "focal_px": round(float(fpx), 4),
+                       "principal_point": [width / 2, height / 2]},
+        }
+        if with_head_mask and True in self._mesh_nodes:
+            seg = {self._mesh_nodes[True]: (255, 255, 255)}  # the head alone, unoccluded
+            seg_image, _ = self._renderer.render(self._scene, flags=pr.RenderFlags.SEG, seg_node_map=seg)
+            result["head_mask"] = seg_image[..., 0] > 127
+        return result
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.delete()
+            self._renderer = None

@@ -1,0 +1,259 @@
+"""Loading a rigged character (.glb) into numpy arrays mapped onto the canonical skeleton, and
+posing it: forward kinematics over the node tree, shape keys, and linear-blend skinning.
+A character is loaded once and posed many times; nothing here touches a renderer."""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from render.bonemap import UnmappableRig, map_bones
+from render.geometry import quaternion_to_matrix, rotation_xyz, transform
+from render.gltf import Glb, GltfError
+from render.poses import Pose
+from render.skeleton import LANDMARKS, OPENPOSE_SOURCES, face_landmark_offsets
+
+HEAD_OUTLINE = ("head_top", "chin", "left_ear", "right_ear")
+
+
+class CharacterError(ValueError):
+    """A character asset that cannot be used; the message is the reject reason."""
+
+
+@dataclass
+class Primitive:
+    positions: np.ndarray
+    normals: np.ndarray
+    uvs: np.ndarray | None
+    faces: np.ndarray
+    joints: np.ndarray      # (N, 4) indices into Character.skin_nodes
+    weights: np.ndarray     # (N, 4)
+    morphs: dict[str, np.ndarray]
+    texture: np.ndarray | None
+    colour: tuple[float, float, float, float]
+    head_faces: np.ndarray = None   # (M,) faces whose three vertices ride rigidly on the head bone
+
+
+@dataclass
+class Character:
+    id: str
+    path: str
+    primitives: list[Primitive]
+    node_names: list[str]
+    parents: np.ndarray            # parent node index, -1 for roots
+    local_rest: np.ndarray         # (K, 4, 4)
+    skin_nodes: np.ndarray         # (J,) node index of each skin joint
+    inverse_bind: np.ndarray       # (J, 4, 4)
+    joint_nodes: dict[str, int]    # canonical joint -> node index
+    landmark_nodes: dict[str, int]  # landmark -> node index (added for rigs without kp_ nodes)
+    meta: dict = field(default_factory=dict)
+    global_rest: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.global_rest = self.node_globals({})
+
+    @property
+    def shape_keys(self) -> list[str]:
+        return sorted({name for p in self.primitives for name in p.morphs})
+
+    def node_globals(self, pose: Pose) -> np.ndarray:
+        """World matrices of all nodes under ``pose``: each pose rotation is applied in the
+        joint's world-aligned rest frame, so the same pose looks alike on rigs with other bone rolls."""
+        rest = getattr(self, "global_rest", None)
+        deltas = {}
+        for joint, angles in pose.items():
+            node = self.joint_nodes.get(joint)
+            if node is not None:
+                rot = rest[node][:3, :3] if rest is not None else np.eye(3)
+                rot = rot / np.cbrt(max(abs(np.linalg.det(rot)), 1e-12))
+                deltas[node] = transform(np.linalg.inv(rot) @ rotation_xyz(angles) @ rot)
+        out = np.empty_like(self.local_rest)
+        for n in range(len(self.local_rest)):  # nodes are stored parents-first
+            local = self.local_rest[n] @ deltas[n] if n in deltas else self.local_rest[n]
+            out[n] = local if self.parents[n] < 0 else out[self.parents[n]] @ local
+        return out
+
+    def height(self) -> float:
+        ys = np.concatenate([p.positions[:, 1] for p in self.primitives])
+        return float(ys.max() - ys.min())
+
+
+@dataclass
+class PosedCharacter:
+    """A character under one pose and expression: skinned vertices and named 3-D points."""
+    positions: list[np.ndarray]
+    normals: list[np.ndarray]
+    points: dict[str, np.ndarray]   # canonical joints and landmarks, world space
+
+    def keypoints_3d(self) -> np.ndarray:
+        return np.array([self.points[name] for _, name in OPENPOSE_SOURCES.values()])
+
+    def head_outline(self) -> np.ndarray:
+        """Crown, chin and ears: the skull's extent, which hair and hats do not change."""
+        return np.array([self.points[name] for name in HEAD_OUTLINE])
+
+
+def pose_character(char: Character, pose: Pose, expression: dict[str, float] | None = None) -> PosedCharacter:
+    """Shape keys, then linear-blend skinning of every primitive under ``pose``."""
+    globals_ = char.node_globals(pose)
+    skin = globals_[char.skin_nodes] @ char.inverse_bind
+    positions, normals = [], []
+    for prim in char.primitives:
+        base = prim.positions
+        for name, weight in (expression or {}).items():
+            if weight and name in prim.morphs:
+                base = base + np.float32(weight) * prim.morphs[name]
+        blended = np.einsum("nk,nkij->nij", prim.weights, skin[prim.joints])
+        pos = np.einsum("nij,nj->ni", blended[:, :3, :3], base) + blended[:, :3, 3]
+        nrm = np.einsum("nij,nj->ni", blended[:, :3, :3], prim.normals)
+        nrm /= np.maximum(np.linalg.norm(nrm, axis=1, keepdims=True), 1e-12)
+        positions.append(pos.astype(np.float32))
+        normals.append(nrm.astype(np.float32))
+    points = {joint: globals_[node][:3, 3] for joint, node in char.joint_nodes.items()}
+    points.update({name: globals_[node][:3, 3] for name, node in char.landmark_nodes.items()})
+    return PosedCharacter(positions, normals, points)
+
+
+def _local_matrix(node: dict) -> np.ndarray:
+    if "matrix" in node:
+        return np.asarray(node["matrix"], float).reshape(4, 4).T
+    m = transform(quaternion_to_matrix(node.get("rotation", (0, 0, 0, 1))), node.get("translation", (0, 0, 0)))
+    return m @ np.diag([*node.get("scale", (1, 1, 1)), 1.0])
+
+
+def _texture(glb: Glb, material: dict) -> np.ndarray | None:
+    info = material.get("pbrMetallicRoughness", {}).get("baseColorTexture")
+    if info is None:
+        return None
+    try:
+        source = glb.gltf["textures"][info["index"]]["source"]
+        image = glb.gltf["images"][source]
+        with Image.open(io.BytesIO(glb.buffer_view(image["bufferView"]))) as img:
+            return np.asarray(img.convert("RGBA"))
+    except (KeyError, IndexError, OSError) as error:
+        raise CharacterError(f"{glb.name}: unreadable base colour texture ({error!r})") from None
+
+
+def load_character(path: str | Path) -> Character:
+    """Read a skinned .glb and map it to the canonical skeleton; CharacterError says why not."""
+    path = Path(path)
+    try:
+        glb = Glb.load(path)
+        return _build(glb, path)
+    except (GltfError, UnmappableRig) as error:
+        raise CharacterError(str(error)) from None
+    except OSError as error:
+        raise CharacterError(f"{path.name}: cannot read ({error.strerror or error})") from None
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        if isinstance(error, CharacterError):
+            raise
+        raise CharacterError(f"{path.name}: malformed glTF ({type(error).__name__}: {error})") from None
+
+
+def _build(glb: Glb, path: Path) -> Character:
+    gltf = glb.gltf
+    nodes = gltf.get("nodes", [])
+    skinned = [i for i, n in enumerate(nodes) if "mesh" in n and "skin" in n]
+    if not gltf.get("skins") or not skinned:
+        raise CharacterError(f"{path.name}: no skinned mesh (a character needs a glTF skin)")
+    skin_index = nodes[skinned[0]]["skin"]
+    skin = gltf["skins"][skin_index]
+    # Order nodes parents-first so forward kinematics is one pass.
+    parent = {child: i for i, n in enumerate(nodes) for child in n.get("children", [])}
+    order, seen = [], set()
+
+    def visit(i: int) -> None:
+        if i in seen:
+            return
+        if i in parent:
+            visit(parent[i])
+        seen.add(i)
+        order.append(i)
+
+    for i in range(len(nodes)):
+        visit(i)
+    new_index = {old: new for new, old in enumerate(order)}
+    names = [nodes[i].get("name", f"node{i}") for i in order]
+    parents = np.array([new_index[parent[i]] if i in parent else -1 for i in order])
+    local_rest = np.stack([_local_matrix(nodes[i]) for i in order])
+    skin_nodes = np.array([new_index[j] for j in skin["joints"]])
+    if "inverseBindMatrices" in skin:
+        inverse_bind = glb.read(skin["inverseBindMatrices"]).astype(float)
+    else:
+        inverse_bind = np.tile(np.eye(4), (len(skin_nodes), 1, 1))
+    mapping = map_bones([names[n] for n in skin_nodes])
+    by_name = {name: i for i, name in enumerate(names)}
+    joint_nodes = {joint: by_name[bone] for joint, bone in mapping.items()}
+    landmark_nodes = {lm: by_name[f"kp_{lm}"] for lm in LANDMARKS if f"kp_{lm}" in by_name}
+
+    primitives = []
+    for node in skinned:
+        if nodes[node]["skin"] != skin_index:
+            continue
+        mesh = gltf["meshes"][nodes[node]["mesh"]]
+        target_names = mesh.get("extras", {}).get("targetNames", [])
+        for prim in mesh["primitives"]:
+            attributes = prim["attributes"]
+            if "JOINTS_0" not in attributes or "WEIGHTS_0" not in attributes:
+                raise CharacterError(f"{path.name}: a skinned primitive lacks JOINTS_0/WEIGHTS_0")
+            positions = glb.read(attributes["POSITION"]).astype(np.float32)
+            faces = (glb.read(prim["indices"]) if "indices" in prim else np.arange(len(positions))).reshape(-1, 3)
+            if faces.size and faces.max() >= len(positions):
+                raise CharacterError(f"{path.name}: triangle indices run past the vertices")
+            joints = glb.read(attributes["JOINTS_0"]).astype(np.int64)
+            if joints.max(initial=0) >= len(skin_nodes):
+                raise CharacterError(f"{path.name}: JOINTS_0 names a joint the skin does not have")
+            weights = glb.read(attributes["WEIGHTS_0"]).astype(np.float32)
+            weights /= np.maximum(weights.sum(1, keepdims=True), 1e-8)
+            if "NORMAL" in attributes:
+                normals = glb.read(attributes["NORMAL"]).astype(np.float32)
+            else:
+                from render.procedural import vertex_normals
+                normals = vertex_normals(positions, faces)
+            morphs = {}
+            for k, target in enumerate(prim.get("targets", [])):
+                if "POSITION" in target:
+                    morphs[target_names[k] if k < len(target_names) else f"target{k}"] = \
+                        glb.read(target["POSITION"]).astype(np.float32)
+            material = gltf["materials"][prim["material"]] if "material" in prim else {}
+            colour = tuple(material.get("pbrMetallicRoughness", {}).get("baseColorFactor", (1, 1, 1, 1)))
+            uvs = glb.read(attributes["TEXCOORD_0"]).astype(np.float32) if "TEXCOORD_0" in attributes else None
+            primitives.append(Primitive(positions, normals, uvs, faces.astype(np.uint32), joints, weights, morphs,
+                                        _texture(glb, material), colour))
+    if not primitives:
+        raise CharacterError(f"{path.name}: the skinned mesh has no primitives")
+    head_skin = np.flatnonzero(skin_nodes == joint_nodes["head"])
+    for prim in primitives:
+        on_head = (prim.weights * np.isin(prim.joints, head_skin)).sum(1) >= 0.99
+        prim.head_faces = on_head[prim.faces].all(axis=1)
+    char = Character(path.stem, str(path), primitives, names, parents, local_rest, skin_nodes, inverse_bind,
+                     joint_nodes, landmark_nodes, meta=gltf.get("asset", {}).get("extras", {}).get("pairforge", {}))
+    if len(char.landmark_nodes) < len(LANDMARKS):
+        _estimate_landmarks(char)
+    return char
+
+
+def _estimate_landmarks(char: Character) -> None:
+    """Rigs without ``kp_*`` nodes: place face landmarks on an ellipsoid fitted to the head vertices."""
+    head = np.vstack([p.positions[np.unique(p.faces[p.head_faces])] for p in char.primitives])
+    if len(head) < 10:
+        raise CharacterError(f"{Path(char.path).name}: too few vertices follow the head bone to place the face")
+    lo, hi = head.min(0), head.max(0)
+    centre, size = (lo + hi) / 2, hi - lo
+    offsets = face_landmark_offsets(size[1], size[0] / (0.8 * size[1]), size[2] / (0.9 * size[1]))
+    head_node = char.joint_nodes["head"]
+    head_global_inv = np.linalg.inv(char.global_rest[head_node])
+    names, parents, local = list(char.node_names), list(char.parents), list(char.local_rest)
+    for name in LANDMARKS:
+        if name in char.landmark_nodes:
+            continue
+        world = np.append(centre + offsets[name], 1.0)
+        names.append(f"kp_{name}")
+        parents.append(head_node)
+        local.append(transform(translation=(head_global_inv @ world)[:3]))
+        char.landmark_nodes[name] = len(names) - 1
+    char.node_names, char.parents, char.local_rest = names, np.array(parents), np.stack(local)
+    char.global_rest = char.node_globals({})

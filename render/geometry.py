@@ -1,0 +1,70 @@
+"""Small rigid-transform and camera helpers shared by the generator, poses and backends
+(y up, characters face +z, a character's left is +x; angles in degrees at the edges)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def rotation_xyz(degrees) -> np.ndarray:
+    """3x3 rotation for Euler angles (rx, ry, rz): rotate about x, then y, then z (fixed axes)."""
+    rx, ry, rz = np.radians(np.asarray(degrees, dtype=float))
+    cx, sx, cy, sy, cz, sz = np.cos(rx), np.sin(rx), np.cos(ry), np.sin(ry), np.cos(rz), np.sin(rz)
+    mx = np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
+    my = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+    mz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
+    return mz @ my @ mx
+
+
+def transform(rotation: np.ndarray | None = None, translation=None) -> np.ndarray:
+    m = np.eye(4)
+    if rotation is not None:
+        m[:3, :3] = rotation
+    if translation is not None:
+        m[:3, 3] = translation
+    return m
+
+
+def quaternion_to_matrix(q) -> np.ndarray:
+    """glTF quaternion (x, y, z, w) -> 3x3 rotation."""
+    x, y, z, w = np.asarray(q, dtype=float) / np.linalg.norm(q)
+    return np.array([
+        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+    ])
+
+
+def look_at(eye, target, up=(0.0, 1.0, 0.0), roll_deg: float = 0.0) -> np.ndarray:
+    """Camera-to-world pose (OpenGL convention: the camera looks down its -z axis)."""
+    eye, target = np.asarray(eye, float), np.asarray(target, float)
+    forward = target - eye
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    if np.linalg.norm(right) < 1e-8:  # looking straight up or down
+        right = np.cross(forward, (0.0, 0.0, 1.0))
+    right /= np.linalg.norm(right)
+    true_up = np.cross(right, forward)
+    pose = np.eye(4)
+    pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, true_up, -forward, eye
+    if roll_deg:
+        pose[:3, :3] = pose[:3, :3] @ rotation_xyz((0.0, 0.0, roll_deg))
+    return pose
+
+
+def focal_px(focal_mm: float, height_px: int, sensor_mm: float = 24.0) -> float:
+    """Focal length in pixels, with the sensor height spanning the image height."""
+    return focal_mm / sensor_mm * height_px
+
+
+def project(points, camera_pose: np.ndarray, fpx: float, width: int, height: int,
+            center_px=None) -> tuple[np.ndarray, np.ndarray]:
+    """World points -> (pixel xy (N,2), depth along the view axis (N,)) for a pinhole camera whose
+    principal point is ``center_px`` (the image centre by default)."""
+    cx, cy = center_px if center_px is not None else (width / 2.0, height / 2.0)
+    pts = np.asarray(points, float).reshape(-1, 3)
+    world_to_cam = np.linalg.inv(camera_pose)
+    cam = pts @ world_to_cam[:3, :3].T + world_to_cam[:3, 3]
+    depth = -cam[:, 2]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        xy = np.stack([cx + fpx * cam[:, 0] / depth, cy - fpx * cam[:, 1] / depth], axis=1)
+    return xy, depth

@@ -1,0 +1,105 @@
+"""Record schemas. A record is a dict of WebDataset members (``src.png``, ``json`` …) plus
+``__key__``; a schema names the members a kind must have and checks a decoded record."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+OPENPOSE18 = (
+    "nose", "neck", "right_shoulder", "right_elbow", "right_wrist", "left_shoulder",
+    "left_elbow", "left_wrist", "right_hip", "right_knee", "right_ankle", "left_hip",
+    "left_knee", "left_ankle", "right_eye", "left_eye", "right_ear", "left_ear",
+)
+
+
+@dataclass(frozen=True)
+class Schema:
+    name: str
+    version: int
+    members: dict[str, str]  # member extension -> expected decoded form ("RGBA", "RGB", "json", "text")
+    check_meta: Callable[[dict, dict], list[str]] = field(default=lambda meta, record: [])
+
+    @property
+    def tag(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def validate(self, record: dict) -> list[str]:
+        """Problems with a decoded record (empty when it conforms)."""
+        problems = []
+        for member, form in self.members.items():
+            if member not in record:
+                problems.append(f"missing member {member!r}")
+                continue
+            value = record[member]
+            if form in ("RGBA", "RGB"):
+                channels = 4 if form == "RGBA" else 3
+                if not (isinstance(value, np.ndarray) and value.ndim == 3 and value.shape[2] == channels
+                        and value.dtype == np.uint8):
+                    problems.append(f"{member} is not an 8-bit {form} image")
+            elif form == "json" and not isinstance(value, dict):
+                problems.append(f"{member} is not a JSON object")
+            elif form == "text" and not isinstance(value, str):
+                problems.append(f"{member} is not text")
+        extra = set(record) - set(self.members) - {"__key__", "__url__"}
+        if extra:
+            problems.append(f"unexpected members {sorted(extra)}")
+        if not problems and "json" in self.members:
+            problems += self.check_meta(record["json"], record)
+        return problems
+
+
+def _keypoints_problems(name: str, keypoints, width: int, height: int) -> list[str]:
+    arr = np.asarray(keypoints, dtype=float) if isinstance(keypoints, list) else None
+    if arr is None or arr.shape != (len(OPENPOSE18), 3):
+        return [f"{name} must be {len(OPENPOSE18)} x [x, y, visible]"]
+    visible = arr[:, 2] > 0
+    inside = (arr[:, 0] >= 0) & (arr[:, 0] < width) & (arr[:, 1] >= 0) & (arr[:, 1] < height)
+    if np.any(visible & ~inside):
+        return [f"{name}: a visible keypoint lies outside the image"]
+    return []
+
+
+def _synthetic_pair_meta(meta: dict, record: dict) -> list[str]:
+    problems = []
+    required = ("schema", "character_id", "pose_id", "view_id", "seed", "renderer", "src", "std", "split")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    if meta["schema"] != SYNTHETIC_PAIR.tag:
+        problems.append(f"json schema {meta['schema']!r} is not {SYNTHETIC_PAIR.tag!r}")
+    if meta["split"] not in ("train", "test"):
+        problems.append(f"split {meta['split']!r} is not train/test")
+    if not {"name", "version"} <= set(meta["renderer"]):
+        problems.append("renderer needs name and version")
+    for side, image in (("src", record["src.png"]), ("std", record["std.png"])):
+        height, width = image.shape[:2]
+        part = meta[side]
+        if "spec" not in part or "keypoints" not in part:
+            problems.append(f"json.{side} needs spec and keypoints")
+            continue
+        problems += _keypoints_problems(f"{side}.keypoints", part["keypoints"], width, height)
+    box = meta["std"].get("face_box")
+    if not (isinstance(box, list) and len(box) == 4 and box[0] < box[2] and box[1] < box[3]):
+        problems.append("std.face_box must be [x0, y0, x1, y1] with x0 < x1, y0 < y1")
+    if record["std.png"].shape[:2] != record["src.png"].shape[:2]:
+        problems.append("src.png and std.png differ in size")
+    return problems
+
+
+SYNTHETIC_PAIR = Schema(
+    name="synthetic_pair",
+    version=1,
+    members={"src.png": "RGBA", "std.png": "RGB", "json": "json"},
+    check_meta=_synthetic_pair_meta,
+)
+
+SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR,)}
+
+
+def schema_named(name: str) -> Schema:
+    try:
+        return SCHEMAS[name]
+    except KeyError:
+        raise KeyError(f"unknown record schema {name!r}; known: {sorted(SCHEMAS)}") from None

@@ -1,0 +1,160 @@
+"""The atomic shard writer. A shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar``
+only when complete; ``NAME.json`` (the manifest) is written last, so a shard is done exactly
+when its manifest exists and agrees with the tar. Bytes are deterministic (fixed mtime, owner,
+member order), so the same records always give the same shard."""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import platform
+import tarfile
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+from shards.keys import check_key
+from shards.schema import Schema
+
+RECORD_STATUS_KEYS = ("status", "error")
+
+
+def package_versions(*extra: str) -> dict[str, str]:
+    """Versions of the packages that shape a shard's bytes, for its manifest."""
+    versions = {"python": platform.python_version()}
+    for name in ("pairforge", "numpy", "pillow", "webdataset", *extra):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def manifest_path(directory: Path, name: str) -> Path:
+    return Path(directory) / f"{name}.json"
+
+
+def read_manifest(directory: Path, name: str) -> dict | None:
+    path = manifest_path(directory, name)
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def shard_is_complete(directory: Path, name: str, config_hash: str) -> bool:
+    """True when NAME's manifest exists, was written under ``config_hash`` and matches the tar's size."""
+    manifest = read_manifest(directory, name)
+    tar = Path(directory) / f"{name}.tar"
+    return (manifest is not None and manifest.get("config_hash") == config_hash
+            and tar.is_file() and tar.stat().st_size == manifest.get("bytes"))
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class ShardWriter:
+    """Writes the records of one shard; records with ``status != "ok"`` go to the rejects list.
+
+    Use as a context manager: on an exception the partial ``.tar.tmp`` is removed and no
+    manifest is written, so nothing incomplete is ever visible as a shard.
+    """
+
+    def __init__(self, directory: str | os.PathLike, name: str, schema: Schema, config_hash: str,
+                 versions: dict[str, str] | None = None):
+        check_key(name)
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.name = name
+        self.schema = schema
+        self.config_hash = config_hash
+        self.versions = versions or package_versions()
+        self.keys: list[str] = []
+        self.rejects: list[dict] = []
+        self._tmp_path = self.directory / f"{name}.tar.tmp"
+        self._file = open(self._tmp_path, "wb")
+        self._hash = hashlib.sha256()
+        self._tar = tarfile.open(fileobj=_HashingWriter(self._file, self._hash), mode="w|",
+                                 format=tarfile.USTAR_FORMAT)
+        self.manifest: dict | None = None
+
+    def write(self, record: dict) -> None:
+        key = check_key(record["__key__"])
+        status = record.get("status", "ok")
+        if status != "ok":
+            self.rejects.append({"key": key, "status": status, "error": str(record.get("error", ""))})
+            return
+        if key in self.keys:
+            raise ValueError(f"duplicate key {key!r} in shard {self.name}")
+        members = {k: v for k, v in record.items() if k != "__key__" and k not in RECORD_STATUS_KEYS}
+        missing = set(self.schema.members) - set(members)
+        if missing:
+            raise ValueError(f"record {key} lacks members {sorted(missing)} of {self.schema.tag}")
+        for ext in sorted(members):
+            data = members[ext]
+            if isinstance(data, str):
+                data = data.encode()
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 0
+            self._tar.addfile(info, io.BytesIO(data))
+        self.keys.append(key)
+
+    def close(self) -> dict:
+        """Finish the tar, rename it into place, then write the manifest; returns the manifest."""
+        if self.manifest is not None:
+            return self.manifest
+        self._tar.close()
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        tar_path = self.directory / f"{self.name}.tar"
+        os.replace(self._tmp_path, tar_path)
+        reasons = Counter(r["error"].split(":")[0] for r in self.rejects)
+        manifest = {
+            "shard": f"{self.name}.tar",
+            "schema": {"name": self.schema.name, "version": self.schema.version},
+            "count": len(self.keys),
+            "keys": self.keys,
+            "status": {"ok": len(self.keys), "rejected": len(self.rejects)},
+            "reject_reasons": dict(sorted(reasons.items())),
+            "rejects": self.rejects,
+            "bytes": tar_path.stat().st_size,
+            "sha256": self._hash.hexdigest(),
+            "config_hash": self.config_hash,
+            "versions": self.versions,
+        }
+        _write_atomically(manifest_path(self.directory, self.name),
+                          json.dumps(manifest, indent=1, sort_keys=True).encode())
+        self.manifest = manifest
+        return manifest
+
+    def abort(self) -> None:
+        self._file.close()
+        self._tmp_path.unlink(missing_ok=True)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+class _HashingWriter:
+    """A write-only file object that hashes what passes through it."""
+
+    def __init__(self, file, digest):
+        self._file, self._digest = file, digest
+
+    def write(self, data: bytes) -> int:
+        self._digest.update(data)
+        return self._file.write(data)
