@@ -1,0 +1,137 @@
+"""``pairforge``: one console script, one subcommand per job (see shared/DESIGN.md)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ray_jobs.config import ConfigError
+
+
+def _resolution(text: str) -> list[int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: write WIDTHxHEIGHT, e.g. 512x768") from None
+    return [w, h]
+
+
+def cmd_demo(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.render_job import run_render, write_contact_sheet
+    from render.config import RenderConfig
+    from shards.inspect import inspect_dataset
+
+    overrides = [f"characters.count={args.characters}", f"poses_per_character={args.poses}",
+                 f"pose_count={max(64, args.poses)}", f"resolution={args.resolution}", *args.set]
+    if args.characters_dir:
+        overrides.append(f"characters.source={args.characters_dir}")
+    config = load_config(RenderConfig, "demo", overrides)
+    out = Path(args.out)
+    print(f"pairforge demo: {config.characters.count if config.characters.source == 'procedural' else 'folder of'} "
+          f"characters x {config.poses_per_character} poses at {config.resolution[0]}x{config.resolution[1]} "
+          f"-> {out}", flush=True)
+    summary = run_render(config, out, progress=not args.quiet)
+    sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
+    report = inspect_dataset(out / "pairs")
+    print("\n".join(summary.lines()))
+    print(f"characters: {out / 'characters'}")
+    print(f"contact sheet: {sheet}")
+    print(f"config: {out / 'config.yaml'}")
+    print(f"inspect: {'OK' if report.ok else 'FAILED'} ({report.records} records); run `pairforge inspect {out}`")
+    return 0 if report.ok else 1
+
+
+def cmd_characters(args) -> int:
+    from render.procedural import generate_characters
+
+    paths = generate_characters(args.out, args.count, args.seed)
+    print(f"wrote {len(paths)} characters to {args.out}")
+    return 0
+
+
+def cmd_render(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.render_job import run_render
+    from render.config import RenderConfig
+
+    overrides = list(args.set) + ([f"backend={args.backend}"] if args.backend else [])
+    config = load_config(RenderConfig, args.config, overrides)
+    summary = run_render(config, args.out, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from shards.inspect import inspect_dataset
+
+    report = inspect_dataset(args.dir)
+    print("\n".join(report.lines()))
+    return 0 if report.ok else 1
+
+
+def cmd_bench(args) -> int:
+    from ray_jobs.bench import bench_render
+
+    figures = bench_render(characters=args.characters, poses=args.poses, resolution=args.resolution,
+                           naive_samples=args.naive_samples)
+    print(json.dumps(figures))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pairforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="the main job on the embedded default: characters -> pairs -> shards")
+    demo.add_argument("--out", required=True, help="output folder")
+    demo.add_argument("--characters", type=int, default=8, help="procedural characters (default 8)")
+    demo.add_argument("--poses", type=int, default=16, help="poses per character (default 16)")
+    demo.add_argument("--resolution", type=_resolution, default=[512, 768], help="WIDTHxHEIGHT (default 512x768)")
+    demo.add_argument("--characters-dir", help="render the .glb characters of this folder instead")
+    demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
+    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    demo.set_defaults(run=cmd_demo)
+
+    chars = sub.add_parser("characters", help="write procedural rigged characters as .glb")
+    chars.add_argument("--out", required=True)
+    chars.add_argument("--count", type=int, default=8)
+    chars.add_argument("--seed", type=int, default=0)
+    chars.set_defaults(run=cmd_characters)
+
+    render = sub.add_parser("render", help="render synthetic pairs from a config")
+    render.add_argument("--config", default="demo", help="YAML file, or a bundled config name (default: demo)")
+    render.add_argument("--out", required=True)
+    render.add_argument("--backend", choices=("pyrender",))
+    render.add_argument("--runner", choices=("local",), default="local",
+                        help="in-process (Ray comes with the Ray issue)")
+    render.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    render.add_argument("--quiet", action="store_true")
+    render.set_defaults(run=cmd_render)
+
+    inspect = sub.add_parser("inspect", help="validate shards against schema and manifest; non-zero on any problem")
+    inspect.add_argument("dir")
+    inspect.set_defaults(run=cmd_inspect)
+
+    bench = sub.add_parser("bench", help="benchmarks; the last line is one JSON object of figures")
+    bench.add_argument("what", choices=("render",))
+    bench.add_argument("--characters", type=int, default=8)
+    bench.add_argument("--poses", type=int, default=16)
+    bench.add_argument("--resolution", type=_resolution, default=[512, 768])
+    bench.add_argument("--naive-samples", type=int, default=24, help="samples for the naive baseline loop")
+    bench.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ConfigError, FileNotFoundError, RuntimeError) as error:
+        print(f"pairforge {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

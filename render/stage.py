@@ -1,0 +1,119 @@
+"""RenderStage: work items (character, pose id, view id) -> ``synthetic_pair`` records.
+A character is loaded once and its standardized render made once, then reused by all of its
+pairs; a character that cannot be loaded rejects its samples with the reason, and the job goes on."""
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from render.characters import Character, CharacterError, load_character
+from render.config import RenderConfig
+from render.spec import sample_source_spec, standard_spec
+from shards.keys import sample_key, sample_seed, split_of
+from shards.schema import SYNTHETIC_PAIR
+from shards.stage import Resources, Stage, rejected
+
+
+def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
+    return buffer.getvalue()
+
+
+def _round(values, digits: int = 2) -> list:
+    return np.round(np.asarray(values, dtype=float), digits).tolist()
+
+
+def plan_items(config: RenderConfig, character_files: list[str]) -> list[dict]:
+    """Every sample of the job, grouped by character: a pure function of the config and files."""
+    items = []
+    for c, path in enumerate(character_files):
+        rng = np.random.default_rng([config.seed, 0xC4A2, c])
+        poses = sorted(rng.choice(config.pose_count, size=config.poses_per_character, replace=False).tolist())
+        for pose_id in poses:
+            for view in range(config.views_per_pose):
+                key = sample_key(c, pose_id, view)
+                items.append({"__key__": key, "character_index": c, "character_file": str(path),
+                              "character_id": Path(path).stem, "pose_id": pose_id, "view_id": view,
+                              "seed": sample_seed(config.seed, key)})
+    return items
+
+
+class RenderStage(Stage):
+    name = "render"
+    resources = Resources(cpus=1.0, memory_mb=1500)
+
+    def __init__(self, config: RenderConfig):
+        self.config = config
+        self.backend = None
+        self._character: Character | None = None
+        self._character_error: str | None = None  # path of the character that failed to load
+        self._error_text = ""
+        self._standard: dict | None = None
+
+    def setup(self) -> None:
+        from render.backends import make_backend
+        self.backend = make_backend(self.config.backend)
+
+    def teardown(self) -> None:
+        if self.backend is not None:
+            self.backend.close()
+            self.backend = None
+
+    def _switch_to(self, path: str) -> None:
+        """Load the character at ``path`` (once) and render its standardized view (once)."""
+        if self._character is not None and self._character.path == path or self._character_error == path:
+            return
+        self._character, self._standard, self._character_error = None, None, None
+        try:
+            character = load_character(path)
+        except CharacterError as error:
+            self._character_error, self._error_text = path, f"character: {error}"
+            return
+        self.backend.load(character)
+        spec = standard_spec(self.config.standard, character.id, Path(path).name, self.config.resolution)
+        result = self.backend.render(spec)
+        self._character = character
+        self._standard = {
+            "png": encode_png(result["rgb_on_white"], self.config.png_compress_level),
+            "meta": {"spec": spec.to_json(), "keypoints": _round(result["keypoints"]),
+                     "face_box": result["face_box"], "camera": result["camera"]},
+        }
+
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        if self.backend is None:
+            self.setup()
+        out = []
+        for item in items:
+            try:
+                self._switch_to(item["character_file"])
+                if self._character is None:
+                    out.append(rejected(item["__key__"], self._error_text))
+                    continue
+                out.append(self._render_pair(item))
+            except Exception as error:  # one bad sample becomes a reject, the job goes on
+                out.append(rejected(item["__key__"], f"render: {type(error).__name__}: {error}"))
+        return out
+
+    def _render_pair(self, item: dict) -> dict:
+        character = self._character
+        spec = sample_source_spec(self.config.scene, item["seed"], self.config.seed, character.id,
+                                  Path(item["character_file"]).name, item["pose_id"], item["view_id"],
+                                  character.shape_keys, self.config.resolution)
+        result = self.backend.render(spec)
+        if not result["mask"].any():
+            raise ValueError("empty render: the character is not in view")
+        meta = {
+            "schema": SYNTHETIC_PAIR.tag, "character_id": character.id, "character_index": item["character_index"],
+            "pose_id": item["pose_id"], "view_id": item["view_id"], "seed": item["seed"],
+            "split": split_of(character.id, self.config.test_fraction),
+            "renderer": {"name": self.backend.name, "version": self.backend.version},
+            "src": {"spec": spec.to_json(), "keypoints": _round(result["keypoints"]), "camera": result["camera"]},
+            "std": self._standard["meta"],
+        }
+        return {"__key__": item["__key__"], "src.png": encode_png(result["rgba"], self.config.png_compress_level),
+                "std.png": self._standard["png"], "json": json.dumps(meta, sort_keys=True).encode()}

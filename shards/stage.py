@@ -1,0 +1,32 @@
+"""The stage contract (shared/DESIGN.md): one class with ``setup()``, ``process_batch(records)``,
+``teardown()`` and declared resources. The same class runs in-process and on Ray. A failure on
+one sample is returned as a record with ``status`` and ``error``, never raised."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+    memory_mb: int = 1024
+
+
+class Stage:
+    name = "stage"
+    resources = Resources()
+
+    def setup(self) -> None:
+        """Acquire what the stage holds across batches (models, renderers)."""
+
+    def process_batch(self, records: list[dict]) -> list[dict]:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        """Release what setup() acquired."""
+
+
+def rejected(key: str, error: str) -> dict:
+    """The record of a sample that failed: it lands in its shard's rejects list with the reason."""
+    return {"__key__": key, "status": "rejected", "error": error}
