@@ -1,0 +1,2 @@
+"""Real pairs: a trained standardizer run over curated photos -> (standardized reference, target)
+records, and router samples. Built by the Stage II issues."""

@@ -136,7 +136,10 @@ class ShardWriter:
         return manifest
 
     def abort(self) -> None:
-        self._file.close()
+        try:
+            self._tar.close()
+        finally:
+            self._file.close()
         self._tmp_path.unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":

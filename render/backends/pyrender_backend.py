@@ -48,6 +48,7 @@ class PyrenderBackend:
         pr = self._pyrender
         self._scene = pr.Scene(bg_color=(0, 0, 0, 0), ambient_light=(0.3, 0.3, 0.3))
         self._character = character
+        self._character_height = character.height()
         self._parts = []
         meshes = {True: [], False: []}
         for index, prim in enumerate(character.primitives):
@@ -127,7 +128,7 @@ class PyrenderBackend:
             "rgba": rgba, "mask": mask, "depth": depth,
             "rgb_on_white": on_white(rgba) if spec.background == "white" else None,
             "keypoints": keypoints_with_visibility(posed.keypoints_3d(), camera_pose, fpx, depth,
-                                                   self._character.height()),
+                                                   self._character_height),
             "face_box": face_box(posed.head_outline(), camera_pose, fpx, width, height),
             "camera": {"pose": camera_pose.round(6).tolist(), "focal_px": round(float(fpx), 4),
                        "principal_point": [width / 2, height / 2]},

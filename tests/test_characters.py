@@ -1,0 +1,98 @@
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from render.characters import CharacterError, load_character, pose_character
+from render.procedural import SHAPE_KEYS, generate_characters, sample_params
+from render.skeleton import JOINTS
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_characters_are_rigged_and_different(character_dir):
+    chars = [load_character(p) for p in sorted(character_dir.glob("*.glb"))]
+    assert len(chars) == 4
+    for char in chars:
+        assert len(char.joint_nodes) == len(JOINTS) >= 20
+        assert set(char.shape_keys) == set(SHAPE_KEYS)
+        prim = char.primitives[0]
+        assert prim.joints.shape[1] == 4 and np.allclose(prim.weights.sum(1), 1, atol=1e-5)
+        assert prim.texture is not None
+    heights = [c.height() for c in chars]
+    assert len({round(h, 3) for h in heights}) == 4
+    textures = [c.primitives[0].texture for c in chars]
+    assert all(np.abs(textures[0].astype(int) - t).mean() > 10 for t in textures[1:])
+
+
+def test_sizes_span_half_to_twice_default():
+    heights = [sample_params(seed).proportions.height / 1.7 for seed in range(300)]
+    assert 0.5 <= min(heights) < 0.6 and 1.8 < max(heights) <= 2.0
+
+
+def test_shape_keys_move_the_face(character_dir):
+    char = load_character(sorted(character_dir.glob("*.glb"))[0])
+    neutral = pose_character(char, {}).positions[0]
+    for name in SHAPE_KEYS:
+        moved = pose_character(char, {}, {name: 1.0}).positions[0]
+        shift = np.linalg.norm(moved - neutral, axis=1)
+        assert shift.max() > 0.03 * char.height() / 8, name  # >= 3 % of a head: pixels at any useful size
+        head_top = neutral[:, 1].max()
+        assert neutral[shift > 1e-6, 1].min() > head_top - 0.25 * char.height(), f"{name} moves only the head"
+
+
+@pytest.mark.skipif(not (ROOT / "node_modules/gltf-validator").exists() or not shutil.which("node"),
+                    reason="gltf-validator not installed (run setup.sh)")
+def test_every_glb_passes_the_khronos_validator(tmp_path):
+    paths = generate_characters(tmp_path, 6, seed=11)
+    out = subprocess.run(["node", str(ROOT / "tests/tools/validate_gltf.js"), *map(str, paths)],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    reports = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(reports) == 6
+    for report in reports:
+        assert report["errors"] == 0, report["messages"]
+        assert report["warnings"] == 0, report["messages"]
+
+
+def test_broken_assets_are_refused_with_a_reason(tmp_path, character_dir):
+    good = sorted(character_dir.glob("*.glb"))[0]
+    (tmp_path / "empty.glb").write_bytes(b"")
+    with pytest.raises(CharacterError, match="too short"):
+        load_character(tmp_path / "empty.glb")
+    (tmp_path / "cut.glb").write_bytes(good.read_bytes()[:5000])
+    with pytest.raises(CharacterError, match="truncated"):
+        load_character(tmp_path / "cut.glb")
+    (tmp_path / "noise.glb").write_bytes(np.random.default_rng(0).bytes(4000))
+    with pytest.raises(CharacterError, match="not a binary glTF"):
+        load_character(tmp_path / "noise.glb")
+    for builder, reason in ((make_unskinned, "no skinned mesh"), (make_unmappable, "missing hips")):
+        with pytest.raises(CharacterError, match=reason):
+            load_character(builder(good, tmp_path))
+
+
+def _rewrite(good: Path, out: Path, edit) -> Path:
+    from render.gltf import Glb, GlbBuilder
+    glb = Glb.load(good)
+    edit(glb.gltf)
+    builder = GlbBuilder()
+    builder.gltf = glb.gltf
+    builder._blob = bytearray(glb.blob)
+    out.write_bytes(builder.to_bytes())
+    return out
+
+
+def make_unskinned(good: Path, tmp: Path) -> Path:
+    def edit(gltf):
+        del gltf["skins"]
+        del gltf["nodes"][0]["skin"]
+    return _rewrite(good, tmp / "unskinned.glb", edit)
+
+
+def make_unmappable(good: Path, tmp: Path) -> Path:
+    def edit(gltf):
+        for i, node in enumerate(gltf["nodes"][1:]):
+            node["name"] = f"Bone.{i:03d}"
+    return _rewrite(good, tmp / "unmappable.glb", edit)

@@ -1,0 +1,68 @@
+import dataclasses
+
+import numpy as np
+import pytest
+
+from render.characters import load_character
+from render.procedural import sample_params, write_character_glb
+from render.spec import SamplingRanges, SceneSpec, StandardView, sample_source_spec, standard_spec
+
+
+def test_scene_spec_round_trips_through_json():
+    spec = sample_source_spec(SamplingRanges(), 5, 0, "c", "c.glb", 3, 0, ["smile"], (512, 768))
+    assert SceneSpec.from_json(spec.to_json()) == spec
+    assert SceneSpec.from_json(spec.to_json()).to_json() == spec.to_json()
+    assert sample_source_spec(SamplingRanges(), 5, 0, "c", "c.glb", 3, 0, ["smile"], (512, 768)) == spec
+
+
+@pytest.mark.parametrize("resolution", [(512, 768), (256, 384)])
+def test_standardized_face_lands_on_its_fixed_pixels(tmp_path, backend, resolution):
+    """Across sizes 0.5x-2x and body shapes, the rendered head (bald, so the skull is measurable)
+    is centred within 2 px of the target and its height within 3 %."""
+    view = StandardView()
+    width, height = resolution
+    target = np.array([view.face_center[0] * width, view.face_center[1] * height])
+    heights = []
+    for seed in range(10):
+        params = dataclasses.replace(sample_params(seed), hair_style="bald")
+        char = load_character(write_character_glb(params, tmp_path / f"bald{seed}.glb"))
+        heights.append(params.proportions.height / 1.7)
+        backend.load(char)
+        result = backend.render(standard_spec(view, char.id, char.path, resolution), with_head_mask=True)
+        ys, xs = np.nonzero(result["head_mask"])
+        centre = np.array([(xs.min() + xs.max() + 1) / 2, (ys.min() + ys.max() + 1) / 2])
+        assert np.all(np.abs(centre - target) <= 2.0), (seed, centre, target)
+        assert abs((ys.max() + 1 - ys.min()) / (view.head_height * height) - 1) <= 0.03
+        x0, y0, x1, y1 = result["face_box"]
+        assert abs((y0 + y1) / 2 - target[1]) < 0.5 and abs((y1 - y0) - view.head_height * height) < 0.5
+        rgb = result["rgb_on_white"]
+        assert rgb[0, 0].tolist() == [255, 255, 255] and rgb.shape == (height, width, 3)
+    assert min(heights) < 0.8 and max(heights) > 1.5  # the seeds span small and large characters
+
+
+def test_visible_keypoints_fall_inside_the_alpha_mask(character_dir, backend):
+    inside = total = 0
+    for path in sorted(character_dir.glob("*.glb")):
+        char = load_character(path)
+        backend.load(char)
+        for k in range(12):
+            spec = sample_source_spec(SamplingRanges(), 100 + k, 0, char.id, path.name, k, 0, char.shape_keys,
+                                      (256, 384))
+            result = backend.render(spec)
+            kp = result["keypoints"]
+            visible = kp[kp[:, 2] > 0]
+            inside += result["mask"][visible[:, 1].astype(int), visible[:, 0].astype(int)].sum()
+            total += len(visible)
+            assert result["rgba"][..., 3][~result["mask"]].max(initial=0) == 0
+    assert total > 0.6 * 4 * 12 * 18
+    assert inside / total >= 0.98
+
+
+def test_renders_are_deterministic(character_dir, backend):
+    path = sorted(character_dir.glob("*.glb"))[1]
+    char = load_character(path)
+    spec = sample_source_spec(SamplingRanges(), 9, 0, char.id, path.name, 2, 0, char.shape_keys, (128, 192))
+    backend.load(char)
+    first = backend.render(spec)["rgba"]
+    backend.render(standard_spec(StandardView(), char.id, path.name, (128, 192)))
+    assert np.array_equal(backend.render(spec)["rgba"], first)
