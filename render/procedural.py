@@ -268,8 +268,8 @@ def build_character(p: CharacterParams) -> dict:
     # Head, face and hair all ride on the head joint.
     radii = head_radii(hh, p.head_width, p.head_depth)
     centre = rest["head"] + np.array([0, 0.4 * hh, 0.02 * hh])
-    head = mesh.tube(centre - (0, radii[1], 0), centre + (0, radii[1], 0), lambda t: (radii[0], radii[2]),
-                     lambda t: [("head", 1.0)], "skin", rings=18, segments=28, roundness=2.0)
+    mesh.tube(centre - (0, radii[1], 0), centre + (0, radii[1], 0), lambda t: (radii[0], radii[2]),
+              lambda t: [("head", 1.0)], "skin", rings=18, segments=28, roundness=2.0)
     below = np.clip(-(mesh.positions[-1][:, 1] - centre[1]) / radii[1], 0, 1)
     mesh.positions[-1][:, 0] = centre[0] + (mesh.positions[-1][:, 0] - centre[0]) * (1 - p.jaw_taper * below ** 1.5)
     marks = {k: centre + v for k, v in face_landmark_offsets(hh, p.head_width, p.head_depth).items()}
@@ -288,7 +288,8 @@ def build_character(p: CharacterParams) -> dict:
     nose = marks["nose"]
     mesh.ellipsoid(nose - (0, 0, 0.08 * radii[2]), (0.09 * radii[0], 0.14 * radii[1], 0.12 * radii[2]), on_head, "skin")
     mouth_centre = centre + np.array([0, -0.5 * radii[1], 0.0])
-    mouth_centre[2] = centre[2] + radii[2] * np.sqrt(max(0.0, 1 - 0.25 - 0.0)) * (1 - 0.12 * p.jaw_taper) - 0.01 * radii[2]
+    # On the head ellipsoid half-way down, pulled in a little where the jaw tapers.
+    mouth_centre[2] = centre[2] + radii[2] * (np.sqrt(0.75) * (1 - 0.12 * p.jaw_taper) - 0.01)
     mouth_w = 0.32 * radii[0]
     parts["mouth"].append(mesh.ellipsoid(mouth_centre, (mouth_w, 0.06 * radii[1], 0.08 * radii[2]), on_head,
                                          "mouth", rings=6, segments=16))

@@ -1,9 +1,7 @@
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ray_jobs.cli import main
