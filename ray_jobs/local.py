@@ -24,6 +24,12 @@ class RunSummary:
     reasons: Counter = field(default_factory=Counter)
     seconds: float = 0.0
 
+    def add(self, manifest: dict) -> None:
+        """Count a finished shard from its manifest."""
+        self.done += manifest["count"]
+        self.rejected += len(manifest["rejects"])
+        self.reasons.update(r["error"] for r in manifest["rejects"])
+
     def lines(self) -> list[str]:
         rate = self.done / self.seconds if self.seconds else 0.0
         out = [f"done: {self.done} samples in {self.shards_total} shards "
@@ -57,11 +63,8 @@ def run_local(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schem
     summary = RunSummary(str(out_dir), shards_total=len(shards))
     todo = [i for i in range(len(shards)) if not shard_is_complete(out_dir, shard_name(i), config_hash)]
     summary.shards_skipped = len(shards) - len(todo)
-    for i in set(range(len(shards))) - set(todo):
-        manifest = read_manifest(out_dir, shard_name(i))
-        summary.done += manifest["count"]
-        summary.rejected += len(manifest["rejects"])
-        summary.reasons.update(r["error"] for r in manifest["rejects"])
+    for i in sorted(set(range(len(shards))) - set(todo)):
+        summary.add(read_manifest(out_dir, shard_name(i)))
     bar = tqdm(total=sum(len(shards[i]) for i in todo), unit="sample", disable=not progress, desc=stage.name)
     started = time.perf_counter()
     stage.setup()
@@ -73,10 +76,7 @@ def run_local(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schem
                     for record in stage.process_batch(batch):
                         writer.write(record)
                     bar.update(len(batch))
-                manifest = writer.close()
-            summary.done += manifest["count"]
-            summary.rejected += len(manifest["rejects"])
-            summary.reasons.update(r["error"] for r in manifest["rejects"])
+            summary.add(writer.manifest)
             bar.set_postfix(shards=f"{i + 1}/{len(shards)}", rejected=summary.rejected)
     finally:
         stage.teardown()

@@ -53,7 +53,14 @@ class Character:
     global_rest: np.ndarray = field(init=False)
 
     def __post_init__(self):
-        self.global_rest = self.node_globals({})
+        self.refresh_rest()
+
+    def refresh_rest(self) -> None:
+        """Recompute the rest-pose world matrices (after nodes are added or changed)."""
+        self.global_rest = self._forward({})
+        rotations = self.global_rest[:, :3, :3]
+        scale = np.cbrt(np.maximum(np.abs(np.linalg.det(rotations)), 1e-12))
+        self._rest_rotations = rotations / scale[:, None, None]  # scale-free rest frames
 
     @property
     def shape_keys(self) -> list[str]:
@@ -62,14 +69,15 @@ class Character:
     def node_globals(self, pose: Pose) -> np.ndarray:
         """World matrices of all nodes under ``pose``: each pose rotation is applied in the
         joint's world-aligned rest frame, so the same pose looks alike on rigs with other bone rolls."""
-        rest = getattr(self, "global_rest", None)
         deltas = {}
         for joint, angles in pose.items():
             node = self.joint_nodes.get(joint)
             if node is not None:
-                rot = rest[node][:3, :3] if rest is not None else np.eye(3)
-                rot = rot / np.cbrt(max(abs(np.linalg.det(rot)), 1e-12))
-                deltas[node] = transform(np.linalg.inv(rot) @ rotation_xyz(angles) @ rot)
+                rest = self._rest_rotations[node]
+                deltas[node] = transform(rest.T @ rotation_xyz(angles) @ rest)
+        return self._forward(deltas)
+
+    def _forward(self, deltas: dict[int, np.ndarray]) -> np.ndarray:
         out = np.empty_like(self.local_rest)
         for n in range(len(self.local_rest)):  # nodes are stored parents-first
             local = self.local_rest[n] @ deltas[n] if n in deltas else self.local_rest[n]
@@ -143,13 +151,13 @@ def load_character(path: str | Path) -> Character:
     try:
         glb = Glb.load(path)
         return _build(glb, path)
+    except CharacterError:
+        raise
     except (GltfError, UnmappableRig) as error:
         raise CharacterError(str(error)) from None
     except OSError as error:
         raise CharacterError(f"{path.name}: cannot read ({error.strerror or error})") from None
     except (KeyError, IndexError, TypeError, ValueError) as error:
-        if isinstance(error, CharacterError):
-            raise
         raise CharacterError(f"{path.name}: malformed glTF ({type(error).__name__}: {error})") from None
 
 
@@ -163,18 +171,17 @@ def _build(glb: Glb, path: Path) -> Character:
     skin = gltf["skins"][skin_index]
     # Order nodes parents-first so forward kinematics is one pass.
     parent = {child: i for i, n in enumerate(nodes) for child in n.get("children", [])}
-    order, seen = [], set()
-
-    def visit(i: int) -> None:
-        if i in seen:
-            return
-        if i in parent:
-            visit(parent[i])
-        seen.add(i)
-        order.append(i)
-
+    order, placed = [], set()
     for i in range(len(nodes)):
-        visit(i)
+        chain = [i]  # i and its unplaced ancestors, walked up iteratively
+        while chain[-1] in parent and parent[chain[-1]] not in placed:
+            if parent[chain[-1]] in chain:
+                raise CharacterError(f"{path.name}: the node hierarchy has a cycle at node {i}")
+            chain.append(parent[chain[-1]])
+        for node in reversed(chain):
+            if node not in placed:
+                placed.add(node)
+                order.append(node)
     new_index = {old: new for new, old in enumerate(order)}
     names = [nodes[i].get("name", f"node{i}") for i in order]
     parents = np.array([new_index[parent[i]] if i in parent else -1 for i in order])
@@ -256,4 +263,4 @@ def _estimate_landmarks(char: Character) -> None:
         local.append(transform(translation=(head_global_inv @ world)[:3]))
         char.landmark_nodes[name] = len(names) - 1
     char.node_names, char.parents, char.local_rest = names, np.array(parents), np.stack(local)
-    char.global_rest = char.node_globals({})
+    char.refresh_rest()

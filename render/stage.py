@@ -51,8 +51,7 @@ class RenderStage(Stage):
         self.config = config
         self.backend = None
         self._character: Character | None = None
-        self._character_error: str | None = None  # path of the character that failed to load
-        self._error_text = ""
+        self._failed: tuple[str, str] | None = None  # (path, reason) of a character that did not load
         self._standard: dict | None = None
 
     def setup(self) -> None:
@@ -66,13 +65,13 @@ class RenderStage(Stage):
 
     def _switch_to(self, path: str) -> None:
         """Load the character at ``path`` (once) and render its standardized view (once)."""
-        if self._character is not None and self._character.path == path or self._character_error == path:
+        if (self._character is not None and self._character.path == path) or (self._failed and self._failed[0] == path):
             return
-        self._character, self._standard, self._character_error = None, None, None
+        self._character, self._standard, self._failed = None, None, None
         try:
             character = load_character(path)
         except CharacterError as error:
-            self._character_error, self._error_text = path, f"character: {error}"
+            self._failed = (path, f"character: {error}")
             return
         self.backend.load(character)
         spec = standard_spec(self.config.standard, character.id, Path(path).name, self.config.resolution)
@@ -92,7 +91,7 @@ class RenderStage(Stage):
             try:
                 self._switch_to(item["character_file"])
                 if self._character is None:
-                    out.append(rejected(item["__key__"], self._error_text))
+                    out.append(rejected(item["__key__"], self._failed[1]))
                     continue
                 out.append(self._render_pair(item))
             except Exception as error:  # one bad sample becomes a reject, the job goes on

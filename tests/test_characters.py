@@ -68,7 +68,8 @@ def test_broken_assets_are_refused_with_a_reason(tmp_path, character_dir):
     (tmp_path / "noise.glb").write_bytes(np.random.default_rng(0).bytes(4000))
     with pytest.raises(CharacterError, match="not a binary glTF"):
         load_character(tmp_path / "noise.glb")
-    for builder, reason in ((make_unskinned, "no skinned mesh"), (make_unmappable, "missing hips")):
+    for builder, reason in ((make_unskinned, "no skinned mesh"), (make_unmappable, "missing hips"),
+                            (make_cyclic, "cycle")):
         with pytest.raises(CharacterError, match=reason):
             load_character(builder(good, tmp_path))
 
@@ -96,3 +97,9 @@ def make_unmappable(good: Path, tmp: Path) -> Path:
         for i, node in enumerate(gltf["nodes"][1:]):
             node["name"] = f"Bone.{i:03d}"
     return _rewrite(good, tmp / "unmappable.glb", edit)
+
+
+def make_cyclic(good: Path, tmp: Path) -> Path:
+    def edit(gltf):
+        gltf["nodes"][2].setdefault("children", []).append(1)  # spine -> hips: a loop
+    return _rewrite(good, tmp / "cyclic.glb", edit)
