@@ -41,7 +41,7 @@ class PyrenderBackend:
         self._renderer = None
         self._scene = None
         self._character: Character | None = None
-        self._parts: list[tuple] = []  # (pyrender primitive, primitive index, vertex subset, is_head)
+        self._parts: list[tuple] = []  # (pyrender primitive, index of the character's primitive)
 
     def load(self, character: Character) -> None:
         """Upload ``character``'s meshes; the next renders pose it."""
@@ -50,7 +50,7 @@ class PyrenderBackend:
         self._character = character
         self._character_height = character.height()
         self._parts = []
-        meshes = {True: [], False: []}
+        primitives = []
         for index, prim in enumerate(character.primitives):
             if prim.texture is not None:
                 texture = pr.Texture(source=prim.texture, source_channels="RGBA",
@@ -60,25 +60,21 @@ class PyrenderBackend:
             else:
                 material = pr.MetallicRoughnessMaterial(baseColorFactor=prim.colour, metallicFactor=0.0,
                                                         roughnessFactor=0.8)
-            for is_head in (True, False):  # split so a segmentation pass can find the head
-                faces = prim.faces[prim.head_faces == is_head]
-                if not len(faces):
-                    continue
-                subset, local_faces = np.unique(faces, return_inverse=True)
-                part = pr.Primitive(positions=prim.positions[subset], normals=prim.normals[subset],
-                                    texcoord_0=None if prim.uvs is None else _gl_uv(prim.uvs[subset]),
-                                    indices=local_faces.reshape(-1, 3).astype(np.uint32), material=material)
-                self._parts.append((part, index, subset, is_head))
-                meshes[is_head].append(part)
-        self._mesh_nodes = {is_head: self._scene.add(pr.Mesh(primitives=parts)) for is_head, parts in meshes.items()
-                            if parts}
+            part = pr.Primitive(positions=prim.positions, normals=prim.normals,
+                                texcoord_0=None if prim.uvs is None else _gl_uv(prim.uvs), indices=prim.faces,
+                                material=material)
+            self._parts.append((part, index))
+            primitives.append(part)
+        # One mesh node, drawn in list order: pyrender sorts nodes by distance from the camera, and
+        # nodes at the same place would be drawn in set order, which changes coplanar pixels run to run.
+        self._scene.add(pr.Mesh(primitives=primitives))
         self._camera_node = None
         self._light_nodes = []
 
     def _upload(self, posed: PosedCharacter) -> None:
         gl = self._gl
-        for part, index, subset, _ in self._parts:
-            positions, normals = posed.positions[index][subset], posed.normals[index][subset]
+        for part, index in self._parts:
+            positions, normals = posed.positions[index], posed.normals[index]
             if part._vaid is None:  # not on the GPU yet: the first render uploads these
                 part.positions, part.normals = positions, normals
                 continue
@@ -133,13 +129,35 @@ class PyrenderBackend:
             "camera": {"pose": camera_pose.round(6).tolist(), "focal_px": round(float(fpx), 4),
                        "principal_point": [width / 2, height / 2]},
         }
-        if with_head_mask and True in self._mesh_nodes:
-            seg = {self._mesh_nodes[True]: (255, 255, 255)}  # the head alone, unoccluded
-            seg_image, _ = self._renderer.render(self._scene, flags=pr.RenderFlags.SEG, seg_node_map=seg)
-            result["head_mask"] = seg_image[..., 0] > 127
+        if with_head_mask:
+            result["head_mask"] = self._head_mask(posed, camera_pose, fpx, width, height)
         return result
 
+    def _head_mask(self, posed: PosedCharacter, camera_pose: np.ndarray, fpx: float, width: int,
+                   height: int) -> np.ndarray:
+        """Pixels of the faces riding rigidly on the head, alone and unoccluded (for QA and tests).
+        Drawn in a scratch scene; the main scene is uploaded again on its next render."""
+        pr = self._pyrender
+        scene = pr.Scene()
+        for prim, positions in zip(self._character.primitives, posed.positions):
+            if prim.head_faces.any():
+                scene.add(pr.Mesh([pr.Primitive(positions=positions, indices=prim.faces[prim.head_faces])]))
+        scene.add(pr.IntrinsicsCamera(fx=fpx, fy=fpx, cx=width / 2, cy=height / 2, znear=0.01, zfar=1000.0),
+                  pose=camera_pose)
+        depth = self._renderer.render(scene, flags=pr.RenderFlags.DEPTH_ONLY)
+        return depth > 0
+
     def close(self) -> None:
-        if self._renderer is not None:
-            self._renderer.delete()
-            self._renderer = None
+        """Free this backend's GL objects and context. pyrender's own delete() also terminates the
+        process-wide EGL display, which would kill every other renderer in the process."""
+        if self._renderer is None:
+            return
+        from OpenGL import EGL
+        platform = self._renderer._platform  # pyrender is pinned (0.1.45): these names are stable
+        platform.make_current()
+        self._renderer._renderer.delete()
+        EGL.eglMakeCurrent(platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+        EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
+        # Without a display, the renderer's __del__ -> delete() has nothing left to terminate.
+        platform._egl_context = platform._egl_display = None
+        self._renderer = None

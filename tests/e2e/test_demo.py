@@ -32,22 +32,15 @@ def test_demo_writes_valid_shards_and_a_contact_sheet(demo_out, capsys):
     assert all(len(s) == 1 for s in stds.values())  # one standardized render per character
 
 
-def test_rerun_skips_complete_shards_and_redoes_unfinished_ones(demo_out, tmp_path, capsys):
-    before = list(iter_dataset(demo_out / "pairs"))
+def test_rerun_skips_complete_shards_and_reproduces_bytes(demo_out, tmp_path, capsys):
+    before = {p.name: p.read_bytes() for p in (demo_out / "pairs").glob("*.tar")}
     assert main(["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "256x384",
                  "--quiet"]) == 0
     assert "already complete, skipped" in capsys.readouterr().out
     (demo_out / "pairs" / "shard-000000.json").unlink()  # as if the job died before the manifest
     assert main(["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "256x384",
                  "--quiet"]) == 0
-    after = list(iter_dataset(demo_out / "pairs"))
-    assert [r["__key__"] for r in after] == [r["__key__"] for r in before]
-    for old, new in zip(before, after):
-        assert old["json"] == new["json"]
-        # llvmpipe may differ on a handful of edge pixels between GL contexts of one process
-        # (not between processes); see the Foundation note. Anything more is a real change.
-        for member in ("src.png", "std.png"):
-            assert (old[member] != new[member]).any(axis=-1).mean() < 0.001
+    assert {p.name: p.read_bytes() for p in (demo_out / "pairs").glob("*.tar")} == before
 
 
 def test_a_changed_config_is_refused_before_any_work(demo_out, capsys):
