@@ -67,15 +67,19 @@ def test_renders_are_deterministic_across_characters_and_renderers(character_dir
              for i, c in enumerate(chars)]
     runs = []
     for order in (range(len(chars)), reversed(range(len(chars)))):
-        backend = make_backend("pyrender")
+        other = make_backend("pyrender")
         out = {}
         for i in order:
-            backend.load(chars[i])
-            backend.render(standard_spec(StandardView(), chars[i].id, chars[i].path, (128, 192)), with_head_mask=True)
-            out[i] = backend.render(specs[i])["rgba"]
-        backend.close()
+            other.load(chars[i])
+            other.render(standard_spec(StandardView(), chars[i].id, chars[i].path, (128, 192)), with_head_mask=True)
+            out[i] = other.render(specs[i])["rgba"]
+        other.close()
         runs.append(out)
     for i in range(len(chars)):
         assert np.array_equal(runs[0][i], runs[1][i]), i
+    dropped = make_backend("pyrender")  # a renderer dropped without close() must not break others either
+    dropped.load(chars[1])
+    dropped.render(specs[1])
+    del dropped
     backend.load(chars[0])
     assert np.array_equal(backend.render(specs[0])["rgba"], runs[0][0])

@@ -148,8 +148,9 @@ class PyrenderBackend:
         return depth > 0
 
     def close(self) -> None:
-        """Free this backend's GL objects and context. pyrender's own delete() also terminates the
-        process-wide EGL display, which would kill every other renderer in the process."""
+        """Free this backend's GL objects and context, and only those: pyrender's own cleanup
+        (delete(), and the __del__ of its renderer and platform) terminates the process-wide EGL
+        display, which would break every other renderer in the process."""
         if self._renderer is None:
             return
         from OpenGL import EGL
@@ -158,6 +159,11 @@ class PyrenderBackend:
         self._renderer._renderer.delete()
         EGL.eglMakeCurrent(platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
         EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
-        # Without a display, the renderer's __del__ -> delete() has nothing left to terminate.
-        platform._egl_context = platform._egl_display = None
+        platform._egl_context = platform._egl_display = None  # leaves pyrender's finalizers nothing to do
         self._renderer = None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # at interpreter exit GL may already be gone
+            pass
