@@ -1,5 +1,5 @@
 """Renderer backends. Each takes a loaded character and a SceneSpec and returns a dict of arrays:
-``rgba`` (H, W, 4) uint8, ``mask`` (H, W) bool, ``depth`` (H, W) float32 (0 = background),
+``rgba`` (H, W, 4) uint8, ``mask`` (H, W) bool (alpha > 0), ``depth`` (H, W) float32 (0 = background),
 ``keypoints`` (18, 3) OpenPose order [x, y, visible], ``face_box`` [x0, y0, x1, y1] and ``camera``."""
 from __future__ import annotations
 

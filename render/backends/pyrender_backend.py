@@ -118,8 +118,7 @@ class PyrenderBackend:
         color, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
         rgba = np.ascontiguousarray(color)
         depth = np.ascontiguousarray(depth, dtype=np.float32)
-        mask = depth > 0
-        rgba[~mask] = 0  # a clean transparent background
+        mask = rgba[..., 3] > 0  # MSAA coverage: keeps the anti-aliased silhouette (the background clears to 0)
         result = {
             "rgba": rgba, "mask": mask, "depth": depth,
             "rgb_on_white": on_white(rgba) if spec.background == "white" else None,
