@@ -84,21 +84,25 @@ class PyrenderBackend:
             gl.glBufferSubData(gl.GL_ARRAY_BUFFER, 0, data.nbytes, data)
 
     def _set_view(self, spec: SceneSpec, camera_pose: np.ndarray, fpx: float) -> None:
+        """Point the camera and lights; nodes are kept and updated in place, since adding and
+        removing nodes every frame costs pyrender ~10 ms."""
         pr = self._pyrender
         width, height = spec.resolution
-        camera = pr.IntrinsicsCamera(fx=fpx, fy=fpx, cx=width / 2, cy=height / 2, znear=0.01, zfar=1000.0)
-        if self._camera_node is not None:
-            self._scene.remove_node(self._camera_node)
-        self._camera_node = self._scene.add(camera, pose=camera_pose)
-        for node in self._light_nodes:
-            self._scene.remove_node(node)
-        self._light_nodes = []
-        for light in spec.lights:  # directions are relative to the camera
-            rotation = camera_pose[:3, :3] @ rotation_xyz((-light.elevation_deg, light.azimuth_deg, 0.0))
+        if self._camera_node is None:
+            self._camera_node = self._scene.add(pr.IntrinsicsCamera(fx=1, fy=1, cx=0, cy=0, znear=0.01, zfar=1000.0))
+        camera = self._camera_node.camera
+        camera.fx = camera.fy = fpx
+        camera.cx, camera.cy = width / 2, height / 2
+        self._scene.set_pose(self._camera_node, camera_pose)
+        while len(self._light_nodes) < len(spec.lights):
+            self._light_nodes.append(self._scene.add(pr.DirectionalLight()))
+        while len(self._light_nodes) > len(spec.lights):
+            self._scene.remove_node(self._light_nodes.pop())
+        for node, light in zip(self._light_nodes, spec.lights):  # directions are relative to the camera
+            node.light.color, node.light.intensity = np.asarray(light.colour), light.intensity
             pose = np.eye(4)
-            pose[:3, :3] = rotation
-            self._light_nodes.append(self._scene.add(
-                pr.DirectionalLight(color=np.asarray(light.colour), intensity=light.intensity), pose=pose))
+            pose[:3, :3] = camera_pose[:3, :3] @ rotation_xyz((-light.elevation_deg, light.azimuth_deg, 0.0))
+            self._scene.set_pose(node, pose)
         self._scene.ambient_light = np.full(3, spec.ambient)
 
     def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
