@@ -32,7 +32,8 @@ def cmd_demo(args) -> int:
     print(f"pairforge demo: {config.characters.count if config.characters.source == 'procedural' else 'folder of'} "
           f"characters x {config.poses_per_character} poses at {config.resolution[0]}x{config.resolution[1]} "
           f"-> {out}", flush=True)
-    summary = run_render(config, out, progress=not args.quiet)
+    summary = run_render(config, out, runner=args.runner, address=args.address, workers=args.workers,
+                         overwrite=args.overwrite, progress=not args.quiet)
     sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
     report = inspect_dataset(out / "pairs")
     print("\n".join(summary.lines()))
@@ -58,7 +59,8 @@ def cmd_render(args) -> int:
 
     overrides = list(args.set) + ([f"backend={args.backend}"] if args.backend else [])
     config = load_config(RenderConfig, args.config, overrides)
-    summary = run_render(config, args.out, progress=not args.quiet)
+    summary = run_render(config, args.out, runner=args.runner, address=args.address, workers=args.workers,
+                         overwrite=args.overwrite, progress=not args.quiet)
     print("\n".join(summary.lines()))
     return 0
 
@@ -71,6 +73,13 @@ def cmd_inspect(args) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_status(args) -> int:
+    from ray_jobs.status import job_status
+
+    print("\n".join(job_status(args.dir)))
+    return 0
+
+
 def cmd_bench(args) -> int:
     from ray_jobs.bench import bench_render
 
@@ -78,6 +87,16 @@ def cmd_bench(args) -> int:
                            naive_samples=args.naive_samples)
     print(json.dumps(figures))
     return 0
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runner", choices=("ray", "local"), default="ray",
+                        help="ray (default: an embedded local Ray unless --address) or local (in-process)")
+    parser.add_argument("--address", help="a Ray cluster to join: auto, ray://HOST:PORT or HOST:PORT")
+    parser.add_argument("--workers", type=int, help="Ray workers (default: as the cluster's CPUs allow)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an output written with another config instead of refusing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -91,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--resolution", type=_resolution, default=[512, 768], help="WIDTHxHEIGHT (default 512x768)")
     demo.add_argument("--characters-dir", help="render the .glb characters of this folder instead")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
-    demo.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_run_options(demo)
     demo.set_defaults(run=cmd_demo)
 
     chars = sub.add_parser("characters", help="write procedural rigged characters as .glb")
@@ -104,11 +123,13 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--config", default="demo", help="YAML file, or a bundled config name (default: demo)")
     render.add_argument("--out", required=True)
     render.add_argument("--backend", choices=("pyrender",))
-    render.add_argument("--runner", choices=("local",), default="local",
-                        help="in-process (Ray comes with the Ray issue)")
     render.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    render.add_argument("--quiet", action="store_true")
+    _add_run_options(render)
     render.set_defaults(run=cmd_render)
+
+    status = sub.add_parser("status", help="how far a job is, from its manifests (running, finished or dead)")
+    status.add_argument("dir", help="the job's --out folder")
+    status.set_defaults(run=cmd_status)
 
     inspect = sub.add_parser("inspect", help="validate shards against schema and manifest; non-zero on any problem")
     inspect.add_argument("dir")

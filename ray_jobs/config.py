@@ -112,3 +112,20 @@ def write_resolved(config, directory: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
     return path
+
+
+def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two resolved configs, as "key: old -> new"."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += config_changes(a, b, f"{prefix}{key}.")
+        elif a != b:
+            changes.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return changes
+
+
+def read_resolved(directory: Path) -> dict | None:
+    path = Path(directory) / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else None

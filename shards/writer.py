@@ -1,4 +1,5 @@
-"""The atomic shard writer. A shard is written as ``NAME.tar.tmp`` and renamed to ``NAME.tar``
+"""The atomic shard writer. A shard is written as ``NAME.<writer>.tar.tmp`` (unique per writer,
+so a retried or orphaned writer of the same shard never shares a file) and renamed to ``NAME.tar``
 only when complete; ``NAME.json`` (the manifest) is written last, so a shard is done exactly
 when its manifest exists and agrees with the tar. Bytes are deterministic (fixed mtime, owner,
 member order), so the same records always give the same shard."""
@@ -10,6 +11,7 @@ import json
 import os
 import platform
 import tarfile
+import uuid
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -51,8 +53,12 @@ def shard_is_complete(directory: Path, name: str, config_hash: str) -> bool:
             and tar.is_file() and tar.stat().st_size == manifest.get("bytes"))
 
 
+def _writer_token() -> str:
+    return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{_writer_token()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
@@ -78,7 +84,7 @@ class ShardWriter:
         self.versions = versions or package_versions()
         self.keys: list[str] = []
         self.rejects: list[dict] = []
-        self._tmp_path = self.directory / f"{name}.tar.tmp"
+        self._tmp_path = self.directory / f"{name}.{_writer_token()}.tar.tmp"
         self._file = open(self._tmp_path, "wb")
         self._hash = hashlib.sha256()
         self._tar = tarfile.open(fileobj=_HashingWriter(self._file, self._hash), mode="w|",

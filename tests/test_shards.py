@@ -49,7 +49,7 @@ def test_keys_and_seeds_are_deterministic_and_dot_free():
 
 def test_writer_is_atomic_and_writes_a_manifest(tmp_path):
     manifest = write_shard(tmp_path)
-    assert (tmp_path / "shard-000000.tar").exists() and not (tmp_path / "shard-000000.tar.tmp").exists()
+    assert (tmp_path / "shard-000000.tar").exists() and not list(tmp_path.glob("*.tmp"))
     assert manifest == read_manifest(tmp_path, "shard-000000")
     assert manifest["count"] == 2 and manifest["keys"] == ["a-1", "a-2"]
     assert manifest["status"] == {"ok": 2, "rejected": 1}

@@ -5,6 +5,7 @@ import sys
 import pytest
 
 from ray_jobs.cli import main
+from ray_jobs.config import read_resolved
 from shards.inspect import inspect_dataset
 from shards.reader import iter_dataset
 
@@ -13,7 +14,7 @@ from shards.reader import iter_dataset
 def demo_out(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     assert main(["demo", "--out", str(out), "--characters", "3", "--poses", "4", "--resolution", "256x384",
-                 "--quiet"]) == 0
+                 "--quiet", "--runner", "local"]) == 0
     return out
 
 
@@ -35,18 +36,28 @@ def test_demo_writes_valid_shards_and_a_contact_sheet(demo_out, capsys):
 def test_rerun_skips_complete_shards_and_reproduces_bytes(demo_out, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in (demo_out / "pairs").glob("*.tar")}
     assert main(["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "256x384",
-                 "--quiet"]) == 0
+                 "--quiet", "--runner", "local"]) == 0
     assert "already complete, skipped" in capsys.readouterr().out
     (demo_out / "pairs" / "shard-000000.json").unlink()  # as if the job died before the manifest
     assert main(["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "256x384",
-                 "--quiet"]) == 0
+                 "--quiet", "--runner", "local"]) == 0
     assert {p.name: p.read_bytes() for p in (demo_out / "pairs").glob("*.tar")} == before
 
 
-def test_a_changed_config_is_refused_before_any_work(demo_out, capsys):
-    assert main(["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "128x192",
-                 "--quiet"]) == 2
-    assert "another config" in capsys.readouterr().err
+def test_a_changed_config_is_refused_before_any_work_unless_overwrite(demo_out, tmp_path, capsys):
+    args = ["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "128x192",
+            "--quiet", "--runner", "local"]
+    before = {p.name: p.stat().st_mtime_ns for p in (demo_out / "pairs").iterdir()}
+    assert main(args) == 2
+    error = capsys.readouterr().err
+    assert "another config" in error and "resolution: [256, 384] -> [128, 192]" in error and "--overwrite" in error
+    assert {p.name: p.stat().st_mtime_ns for p in (demo_out / "pairs").iterdir()} == before  # nothing touched
+    copy = tmp_path / "copy"
+    shutil.copytree(demo_out, copy)
+    assert main([*args[:2], str(copy), *args[3:], "--overwrite"]) == 0
+    report = inspect_dataset(copy / "pairs")
+    assert report.ok and set(report.image_sizes) == {(128, 192)}
+    assert read_resolved(copy)["resolution"] == [128, 192]
 
 
 def test_unknown_config_key_names_the_nearest(tmp_path, capsys):
@@ -89,7 +100,7 @@ def test_broken_characters_become_rejects_and_the_demo_finishes(tmp_path, charac
     make_unmappable(good[0], assets)
     out = tmp_path / "out"
     assert main(["demo", "--out", str(out), "--characters-dir", str(assets), "--poses", "2",
-                 "--resolution", "128x192", "--quiet"]) == 0
+                 "--resolution", "128x192", "--quiet", "--runner", "local"]) == 0
     report = inspect_dataset(out / "pairs")
     assert report.ok and report.records == 4 and report.rejects == 8
     reasons = " | ".join(report.reject_reasons)
