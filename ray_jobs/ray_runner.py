@@ -12,7 +12,7 @@ from pathlib import Path
 
 import ray
 
-from ray_jobs.shardwork import RunSummary, produce_shard, shards_left
+from ray_jobs.shardwork import RunSummary, Watchdog, produce_shard, shards_left
 from shards.keys import shard_name
 from shards.schema import Schema, schema_named
 from shards.stage import Stage
@@ -26,7 +26,9 @@ def connect(address: str | None) -> dict:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+            # loopback only: an embedded cluster needs no network
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     _node_ip_address="127.0.0.1")
     return ray.cluster_resources()
 
 
@@ -38,6 +40,7 @@ class ShardWorker:
         self.stage, self.out_dir = stage, Path(out_dir)
         self.schema, self.config_hash, self.versions = schema_named(schema), config_hash, versions
         self.batch_size, self.sample_timeout = batch_size, sample_timeout
+        self.watchdog = Watchdog(self.out_dir, sample_timeout) if sample_timeout else None
         self.stage.setup()
 
     def __call__(self, batch: dict) -> dict:
@@ -45,7 +48,8 @@ class ShardWorker:
         for index, items in zip(batch["shard"], batch["items"]):
             started = time.perf_counter()
             manifest = produce_shard(self.stage, int(index), json.loads(items), self.out_dir, self.schema,
-                                     self.config_hash, self.versions, self.batch_size, self.sample_timeout)
+                                     self.config_hash, self.versions, self.batch_size, self.sample_timeout,
+                                     watchdog=self.watchdog)
             names.append(manifest["shard"])
             seconds.append(time.perf_counter() - started)
         return {"shard": names, "seconds": seconds}

@@ -3,8 +3,11 @@ items with a stage (batches, per-sample timeouts, atomic write). The shard is th
 retry, progress and resume."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -68,40 +71,105 @@ class SampleTimeout(Exception):
     pass
 
 
-def _process_with_timeout(stage: Stage, batch: list[dict], seconds: float | None) -> list[dict]:
-    """``stage.process_batch`` under a SIGALRM deadline of ``seconds`` per sample. A batch that
-    runs out of time is redone one sample at a time, so only the hanging samples are rejected.
-    Works where signals can be delivered (the main thread); elsewhere runs without a deadline."""
-    if not seconds or threading.current_thread() is not threading.main_thread():
-        return stage.process_batch(batch)
-
-    def alarm(signum, frame):
-        raise SampleTimeout()
-
-    previous = signal.signal(signal.SIGALRM, alarm)
+def process_safely(stage: Stage, batch: list[dict], seconds: float | None) -> list[dict]:
+    """``stage.process_batch`` where one bad sample cannot sink the batch: if the batch raises or
+    runs past its deadline (``seconds`` per sample, by SIGALRM), it is redone one sample at a time
+    and only the failing samples become rejects. Deadlines need the main thread (where both
+    runners call this); elsewhere samples run without one."""
+    timed = bool(seconds) and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGALRM, _raise_timeout) if timed else None
     try:
-        try:
+        if timed:
             signal.setitimer(signal.ITIMER_REAL, seconds * len(batch))
-            return stage.process_batch(batch)
-        except SampleTimeout:
-            if len(batch) == 1:
-                return [rejected(batch[0]["__key__"], f"timeout: sample took longer than {seconds:g} s")]
-        finally:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-        return [record for item in batch for record in _process_with_timeout(stage, [item], seconds)]
+        return stage.process_batch(batch)
+    except SampleTimeout:
+        if len(batch) == 1:
+            return [rejected(batch[0]["__key__"], f"timeout: sample took longer than {seconds:g} s")]
+    except Exception as error:
+        if len(batch) == 1:
+            return [rejected(batch[0]["__key__"], f"{stage.name}: {type(error).__name__}: {error}")]
     finally:
-        signal.signal(signal.SIGALRM, previous)
+        if timed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+    return [record for item in batch for record in process_safely(stage, [item], seconds)]
+
+
+def _raise_timeout(signum, frame):
+    raise SampleTimeout()
+
+
+class Watchdog:
+    """For workers whose stage runs off the main thread (Ray actors), where no signal can stop a
+    hung sample: when a batch runs past its deadline, write its keys down beside the shards and
+    kill this process. The retried shard (Ray restarts the worker) then runs those keys one at a
+    time, and rejects a key that hung alone. Catches hangs in native code too."""
+
+    def __init__(self, out_dir: Path, seconds: float):
+        self.directory, self.seconds = Path(out_dir) / "_watchdog", seconds
+        self._armed: tuple[str, list[str], float] | None = None
+        threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    def arm(self, shard: str, keys: list[str]) -> None:
+        self._armed = (shard, keys, time.monotonic() + self.seconds * len(keys))
+
+    def disarm(self) -> None:
+        self._armed = None
+
+    def record(self, shard: str) -> dict:
+        path = self.directory / f"{shard}.hung"
+        return json.loads(path.read_text()) if path.exists() else {"suspects": [], "hung": []}
+
+    def forget(self, shard: str) -> None:
+        (self.directory / f"{shard}.hung").unlink(missing_ok=True)
+        try:
+            self.directory.rmdir()  # only once no shard has a record left
+        except OSError:
+            pass
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(0.2)
+            armed = self._armed
+            if armed and time.monotonic() > armed[2]:
+                shard, keys, _ = armed
+                record = self.record(shard)
+                record["hung" if len(keys) == 1 else "suspects"] += keys
+                self.directory.mkdir(parents=True, exist_ok=True)
+                (self.directory / f"{shard}.hung").write_text(json.dumps(record))
+                os._exit(3)  # the runner replaces the worker and retries the shard
 
 
 def produce_shard(stage: Stage, index: int, items: list[dict], out_dir: Path, schema: Schema, config_hash: str,
                   versions: dict[str, str], batch_size: int, sample_timeout: float | None = None,
-                  on_batch=None) -> dict:
+                  on_batch=None, watchdog: Watchdog | None = None) -> dict:
     """Run ``items`` through ``stage`` into shard ``index``; returns its manifest."""
-    with ShardWriter(out_dir, shard_name(index), schema, config_hash, versions) as writer:
-        for start in range(0, len(items), batch_size):
-            batch = items[start:start + batch_size]
-            for record in _process_with_timeout(stage, batch, sample_timeout):
-                writer.write(record)
+    name = shard_name(index)
+    seen = watchdog.record(name) if watchdog else {"suspects": [], "hung": []}
+    hung, suspects = set(seen["hung"]), set(seen["suspects"])
+    with ShardWriter(out_dir, name, schema, config_hash, versions) as writer:
+        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+        for batch in batches:
+            if any(item["__key__"] in suspects for item in batch):
+                groups = [[item] for item in batch]  # a batch that hung before: one sample at a time
+            else:
+                groups = [batch]
+            for group in groups:
+                if group[0]["__key__"] in hung:
+                    writer.write(rejected(group[0]["__key__"],
+                                          f"timeout: sample took longer than {sample_timeout:g} s (worker replaced)"))
+                    continue
+                if watchdog:
+                    watchdog.arm(name, [item["__key__"] for item in group])
+                records = process_safely(stage, group, None if watchdog else sample_timeout)
+                if watchdog:
+                    watchdog.disarm()
+                for record in records:
+                    writer.write(record)
             if on_batch is not None:
                 on_batch(len(batch))
+    for stale in Path(out_dir).glob(f"{name}.*.tar.tmp"):  # left by a writer that died on this shard
+        stale.unlink(missing_ok=True)
+    if watchdog:
+        watchdog.forget(name)
     return writer.manifest

@@ -107,3 +107,17 @@ def test_broken_characters_become_rejects_and_the_demo_finishes(tmp_path, charac
     for expected in ("too short", "truncated", "no skinned mesh", "missing hips"):
         assert expected in reasons
     assert "rejected: 8" in capsys.readouterr().out
+
+
+def test_status_of_a_half_finished_job(demo_out, tmp_path, capsys):
+    copy = tmp_path / "half"
+    shutil.copytree(demo_out, copy)
+    (copy / "pairs" / "shard-000000.json").unlink()  # as if the job died before finishing it
+    (copy / "pairs" / "shard-000000.123-abc.tar.tmp").write_bytes(b"partial")
+    assert main(["status", str(copy)]) == 0
+    out = capsys.readouterr().out
+    assert "0/1 shards complete (0/12 samples" in out
+    assert "being written (or left by a dead worker): shard-000000" in out
+    assert "left: 1 shards, 12 samples (shard-000000)" in out
+    assert main(["status", str(demo_out)]) == 0
+    assert "1/1 shards complete (12/12 samples: 12 written, 0 rejected)" in capsys.readouterr().out
