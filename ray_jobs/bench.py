@@ -56,3 +56,23 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
             "naive_pairs": len(naive_items), "naive_seconds": round(naive_seconds, 2),
             "naive_pairs_per_s": round(naive_rate, 2), "ratio": round(fast_rate / naive_rate, 2),
             "cpus": os.cpu_count()}
+
+
+def bench_ray(characters: int = 8, poses: int = 16, resolution=(512, 768), workers: int | None = None) -> dict:
+    """The demo workload on the local runner and on embedded Ray, same machine, same run. Ray's
+    one-off start-up is reported apart from the work."""
+    from ray_jobs.config import load_config
+    from ray_jobs.render_job import run_render
+    from render.config import RenderConfig
+
+    config = load_config(RenderConfig, "demo", [f"characters.count={characters}", f"poses_per_character={poses}",
+                                                 f"resolution=[{resolution[0]}, {resolution[1]}]"])
+    with tempfile.TemporaryDirectory(prefix="pairforge-bench-") as tmp:
+        local = run_render(config, Path(tmp) / "local", runner="local", progress=False)
+        on_ray = run_render(config, Path(tmp) / "ray", runner="ray", workers=workers, progress=False)
+        same = all((Path(tmp) / "local/pairs" / p.name).read_bytes() == p.read_bytes()
+                   for p in (Path(tmp) / "ray/pairs").glob("*.tar"))
+    return {"benchmark": "ray", "pairs": on_ray.done, "local_seconds": round(local.seconds, 2),
+            "ray_seconds": round(on_ray.seconds, 2), "ray_startup_seconds": round(on_ray.startup_seconds, 2),
+            "ratio": round(on_ray.seconds / local.seconds, 3), "same_bytes": same, "cpus": os.cpu_count(),
+            "workers": workers or "default"}

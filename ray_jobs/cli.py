@@ -80,11 +80,30 @@ def cmd_status(args) -> int:
     return 0
 
 
-def cmd_bench(args) -> int:
-    from ray_jobs.bench import bench_render
+def cmd_plan(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.plan import plan
+    from render.config import RenderConfig
 
-    figures = bench_render(characters=args.characters, poses=args.poses, resolution=args.resolution,
-                           naive_samples=args.naive_samples)
+    config = load_config(RenderConfig, args.config, args.set)
+    figures = plan(config, args.pilot, args.nodes, args.cores_per_node)
+    print(f"pilot: {figures['pilot_samples']} samples in {figures['pilot_wall_s']} s "
+          f"({figures['core_seconds_per_sample']} core-s and {figures['bytes_per_sample'] / 1e3:.0f} kB each)")
+    print(f"job: {figures['samples']:,} samples in {figures['shards']:,} shards from {figures['characters']:,} characters")
+    print(f"projected: {figures['core_hours']:,} core-hours; {figures['wall_hours']:,} h on {args.nodes} nodes x "
+          f"{args.cores_per_node} cores; {figures['storage_tb']} TB of shards")
+    print(json.dumps(figures))
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from ray_jobs.bench import bench_ray, bench_render
+
+    if args.what == "ray":
+        figures = bench_ray(characters=args.characters, poses=args.poses, resolution=args.resolution)
+    else:
+        figures = bench_render(characters=args.characters, poses=args.poses, resolution=args.resolution,
+                               naive_samples=args.naive_samples)
     print(json.dumps(figures))
     return 0
 
@@ -135,8 +154,17 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("dir")
     inspect.set_defaults(run=cmd_inspect)
 
+    plan = sub.add_parser("plan", help="pilot run -> projected core-hours, wall time and storage of a config")
+    plan.add_argument("--config", default="demo")
+    plan.add_argument("--pilot", type=int, default=64, help="samples to render for real (default 64)")
+    plan.add_argument("--nodes", type=int, default=10)
+    plan.add_argument("--cores-per-node", type=int, default=32)
+    plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    plan.set_defaults(run=cmd_plan)
+
     bench = sub.add_parser("bench", help="benchmarks; the last line is one JSON object of figures")
-    bench.add_argument("what", choices=("render",))
+    bench.add_argument("what", choices=("render", "ray"),
+                       help="render: pairs/s against a naive loop; ray: embedded Ray against the local runner")
     bench.add_argument("--characters", type=int, default=8)
     bench.add_argument("--poses", type=int, default=16)
     bench.add_argument("--resolution", type=_resolution, default=[512, 768])

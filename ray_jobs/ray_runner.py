@@ -21,7 +21,9 @@ from shards.writer import read_manifest
 
 def connect(address: str | None) -> dict:
     """Join the cluster at ``address`` ("auto", "ray://host:port", "host:port"), or start an
-    embedded local Ray with this machine's CPUs. Returns the cluster's resources."""
+    embedded local Ray with this machine's CPUs. Inside ``ray job submit`` (RAY_ADDRESS is set)
+    the job's cluster is joined. Returns the cluster's resources."""
+    address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)

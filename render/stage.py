@@ -45,7 +45,9 @@ def plan_items(config: RenderConfig, character_files: list[str]) -> list[dict]:
 
 class RenderStage(Stage):
     name = "render"
-    resources = Resources(cpus=1.0, memory_mb=1500)
+    # One pyrender process keeps two cores busy (llvmpipe rasterizes on several threads): measured,
+    # two workers on a 2-core machine are slower than one.
+    resources = Resources(cpus=2.0, memory_mb=1500)
 
     def __init__(self, config: RenderConfig):
         self.config = config

@@ -121,3 +121,14 @@ def test_status_of_a_half_finished_job(demo_out, tmp_path, capsys):
     assert "left: 1 shards, 12 samples (shard-000000)" in out
     assert main(["status", str(demo_out)]) == 0
     assert "1/1 shards complete (12/12 samples: 12 written, 0 rejected)" in capsys.readouterr().out
+
+
+def test_plan_projects_the_whole_job_from_a_pilot(capsys):
+    import json
+    assert main(["plan", "--config", "demo", "--pilot", "6", "--nodes", "2", "--cores-per-node", "4",
+                 "--set", "resolution=[128, 192]"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["pilot_samples"] == 6 and figures["samples"] == 8 * 16 and figures["shards"] == 2
+    assert figures["core_seconds_per_sample"] > 0 and figures["bytes_per_sample"] > 1000
+    assert figures["core_hours"] == pytest.approx(figures["core_seconds_per_sample"] * 128 / 3600, abs=0.06)
+    assert figures["wall_hours"] == pytest.approx(figures["core_hours"] / 8, abs=0.01)
