@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import ray
+import ray.data
 
 from ray_jobs.shardwork import RunSummary, Watchdog, produce_shard, shards_left
 from shards.keys import shard_name
