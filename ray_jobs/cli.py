@@ -19,7 +19,8 @@ def _resolution(text: str) -> list[int]:
 
 def cmd_demo(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import run_render, write_contact_sheet
+    from ray_jobs.render_job import run_composite, run_render, write_composite_sheet, write_contact_sheet
+    from render.composite_stage import CompositeJobConfig
     from render.config import RenderConfig
     from shards.inspect import inspect_dataset
 
@@ -32,16 +33,34 @@ def cmd_demo(args) -> int:
     print(f"pairforge demo: {config.characters.count if config.characters.source == 'procedural' else 'folder of'} "
           f"characters x {config.poses_per_character} poses at {config.resolution[0]}x{config.resolution[1]} "
           f"-> {out}", flush=True)
-    summary = run_render(config, out, runner=args.runner, address=args.address, workers=args.workers,
-                         overwrite=args.overwrite, progress=not args.quiet)
+    run = {"runner": args.runner, "address": args.address, "workers": args.workers, "overwrite": args.overwrite,
+           "progress": not args.quiet}
+    summary = run_render(config, out, **run)
+    composite_config = load_config(CompositeJobConfig, None, [f"seed={config.seed}"])
+    composited = run_composite(composite_config, out, out / "composited", **run)
     sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
-    report = inspect_dataset(out / "pairs")
+    composite_sheet = write_composite_sheet(out / "pairs", out / "composited", out / "composite_sheet.png")
+    report = inspect_dataset(out)
     print("\n".join(summary.lines()))
+    print("composited: " + "\n".join(composited.lines()))
     print(f"characters: {out / 'characters'}")
-    print(f"contact sheet: {sheet}")
-    print(f"config: {out / 'config.yaml'}")
+    print(f"contact sheets: {sheet} (pairs), {composite_sheet} (composites)")
+    print(f"config: {out / 'config.yaml'}, {out / 'composited' / 'config.yaml'}")
     print(f"inspect: {'OK' if report.ok else 'FAILED'} ({report.records} records); run `pairforge inspect {out}`")
     return 0 if report.ok else 1
+
+
+def cmd_composite(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.render_job import run_composite
+    from render.composite_stage import CompositeJobConfig
+
+    overrides = [f"backgrounds={args.backgrounds}", *args.set]
+    config = load_config(CompositeJobConfig, args.config, overrides)
+    summary = run_composite(config, args.input, args.out, runner=args.runner, address=args.address,
+                            workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
 
 
 def cmd_characters(args) -> int:
@@ -145,6 +164,15 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_run_options(render)
     render.set_defaults(run=cmd_render)
+
+    comp = sub.add_parser("composite", help="place synthetic pairs on backgrounds -> composited_pair shards")
+    comp.add_argument("--in", dest="input", required=True, help="a render job's --out (or its pairs/ folder)")
+    comp.add_argument("--backgrounds", default="procedural", help="a folder of images, or 'procedural' (default)")
+    comp.add_argument("--out", required=True)
+    comp.add_argument("--config", help="YAML with composite settings")
+    comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(comp)
+    comp.set_defaults(run=cmd_composite)
 
     status = sub.add_parser("status", help="how far a job is, from its manifests (running, finished or dead)")
     status.add_argument("dir", help="the job's --out folder")

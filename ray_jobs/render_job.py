@@ -31,37 +31,35 @@ def character_files(config: RenderConfig, out_dir: Path) -> list[str]:
     return files
 
 
-def prepare_output(config, out_dir: Path, overwrite: bool) -> None:
+def prepare_output(config, config_dir: Path, shard_dir: Path, overwrite: bool) -> None:
     """Refuse (before any work) to continue an output written with another config, naming what
     changed; with ``overwrite``, clear the old shards instead."""
-    previous = read_resolved(out_dir)
+    previous = read_resolved(config_dir)
     changes = config_changes(previous, config_dict(config)) if previous is not None else []
     if changes and not overwrite:
         listed = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
-        raise ConfigError(f"{out_dir} was written with another config ({listed}). Re-run with the same "
+        raise ConfigError(f"{config_dir} was written with another config ({listed}). Re-run with the same "
                           f"settings to resume, choose a new --out, or pass --overwrite to replace it")
     if changes:
-        shutil.rmtree(out_dir / "pairs", ignore_errors=True)
-    write_resolved(config, out_dir)
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    write_resolved(config, config_dir)
 
 
-def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", address: str | None = None,
-               workers: int | None = None, overwrite: bool = False, progress: bool = True,
-               sample_timeout: float | None = 120.0) -> RunSummary:
-    from render.stage import RenderStage, plan_items
+def write_plan(shard_dir: Path, config, shards: list[list[dict]]) -> None:
+    """The job's shard layout, for ``pairforge status``."""
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    (shard_dir / "plan.json").write_text(json.dumps(
+        {"config_hash": config_hash(config), "shards": len(shards), "samples": [len(s) for s in shards]}))
 
+
+def run_stage(stage, shards, shard_dir: Path, schema, config, versions: dict, runner: str, address: str | None,
+              workers: int | None, progress: bool, sample_timeout: float | None) -> RunSummary:
+    """Run ``stage`` over ``shards`` on the chosen runner."""
     if runner not in RUNNERS:
         raise ConfigError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
-    out_dir = Path(out_dir).resolve()
-    prepare_output(config, out_dir, overwrite)
-    shards = plan_shards(plan_items(config, character_files(config, out_dir)), config.samples_per_shard)
-    pairs = out_dir / "pairs"
-    pairs.mkdir(parents=True, exist_ok=True)
-    (pairs / "plan.json").write_text(json.dumps(
-        {"config_hash": config_hash(config), "shards": len(shards), "samples": [len(s) for s in shards]}))
-    versions = package_versions("pyrender" if config.backend == "pyrender" else "bpy")
-    args = (RenderStage(config), shards, pairs, SYNTHETIC_PAIR, config_hash(config), versions, config.batch_size,
-            progress, sample_timeout)
+    write_plan(shard_dir, config, shards)
+    args = (stage, shards, shard_dir, schema, config_hash(config), versions, config.batch_size, progress,
+            sample_timeout)
     if runner == "local":
         from ray_jobs.local import run_local
         return run_local(*args)
@@ -69,18 +67,67 @@ def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", a
     return run_ray(*args, address=address, workers=workers)
 
 
-def write_contact_sheet(pairs_dir: Path, path: Path, per_character: int = 2, max_rows: int = 16) -> Path:
-    """A contact sheet of the first ``per_character`` pairs of each character."""
-    from render.contact_sheet import contact_sheet
-    from shards.reader import iter_dataset
+def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", address: str | None = None,
+               workers: int | None = None, overwrite: bool = False, progress: bool = True,
+               sample_timeout: float | None = 120.0) -> RunSummary:
+    from render.stage import RenderStage, plan_items
 
+    out_dir = Path(out_dir).resolve()
+    prepare_output(config, out_dir, out_dir / "pairs", overwrite)
+    shards = plan_shards(plan_items(config, character_files(config, out_dir)), config.samples_per_shard)
+    versions = package_versions("pyrender" if config.backend == "pyrender" else "bpy")
+    return run_stage(RenderStage(config), shards, out_dir / "pairs", SYNTHETIC_PAIR, config, versions, runner,
+                     address, workers, progress, sample_timeout)
+
+
+def run_composite(config, in_dir: str | Path, out_dir: str | Path, runner: str = "ray", address: str | None = None,
+                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> RunSummary:
+    """``synthetic_pair`` shards under ``in_dir`` (a job's --out, or its pairs/ folder) ->
+    ``composited_pair`` shards in ``out_dir``, one output shard per input shard."""
+    from render.composite_stage import CompositeStage, make_backgrounds, plan_composite_items
+    from shards.schema import COMPOSITED_PAIR
+
+    in_dir = Path(in_dir).resolve()
+    pairs = in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
+    shards = plan_composite_items(pairs, config.seed)
+    if not shards:
+        raise FileNotFoundError(f"--in {in_dir}: no synthetic_pair shards found")
+    out_dir = Path(out_dir).resolve()
+    prepare_output(config, out_dir, out_dir, overwrite)
+    make_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
+    return run_stage(CompositeStage(config), shards, out_dir, COMPOSITED_PAIR, config, package_versions(), runner, address,
+                     workers, progress, None)
+
+
+def _first_per_character(records, per_character: int, max_rows: int) -> list[dict]:
     picked, seen = [], {}
-    for record in iter_dataset(pairs_dir):
+    for record in records:
         character = record["json"]["character_id"]
         if seen.get(character, 0) < per_character:
             seen[character] = seen.get(character, 0) + 1
             picked.append(record)
         if len(picked) >= max_rows:
             break
-    contact_sheet(picked).save(path)
+    return picked
+
+
+def write_contact_sheet(pairs_dir: Path, path: Path, per_character: int = 2, max_rows: int = 16) -> Path:
+    """A contact sheet of the first ``per_character`` pairs of each character."""
+    from render.contact_sheet import contact_sheet
+    from shards.reader import iter_dataset
+
+    contact_sheet(_first_per_character(iter_dataset(pairs_dir), per_character, max_rows)).save(path)
+    return path
+
+
+def write_composite_sheet(pairs_dir: Path, composited_dir: Path, path: Path, per_character: int = 2,
+                          max_rows: int = 16) -> Path:
+    """Source, composite, background mask and pose image of the first pairs of each character."""
+    from render.contact_sheet import composite_sheet
+    from shards.reader import iter_dataset
+
+    picked = _first_per_character(iter_dataset(composited_dir), per_character, max_rows)
+    wanted = {r["json"]["pair_key"] for r in picked}
+    pairs = {r["__key__"]: r for r in iter_dataset(pairs_dir) if r["__key__"] in wanted}
+    composite_sheet(pairs, picked).save(path)
     return path

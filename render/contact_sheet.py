@@ -36,25 +36,45 @@ def draw_skeleton(image: Image.Image, keypoints, radius: int = 4) -> Image.Image
     return image
 
 
-def contact_sheet(records: list[dict], thumb_width: int = 160, groups: int = 2) -> Image.Image:
-    """Decoded ``synthetic_pair`` records -> one image; each row: source | standard | skeleton."""
-    rows = []
-    for record in records:
-        src, meta = record["src.png"], record["json"]
-        row = [on_checkerboard(src), Image.fromarray(record["std.png"]).convert("RGB"),
-               draw_skeleton(on_checkerboard(src), meta["src"]["keypoints"], radius=max(3, src.shape[1] // 100))]
-        draw = ImageDraw.Draw(row[0])
-        draw.text((6, 6), record["__key__"], fill=(0, 0, 0))
-        rows.append(row)
+def sheet(rows: list[list[Image.Image]], thumb_width: int = 160, groups: int = 2) -> Image.Image:
+    """Rows of equally sized images -> one image, rows split into ``groups`` side-by-side columns."""
     if not rows:
-        return Image.new("RGB", (thumb_width * 3, thumb_width), (255, 255, 255))
-    h, w = records[0]["src.png"].shape[:2]
-    th = int(round(thumb_width * h / w))
+        return Image.new("RGB", (thumb_width, thumb_width), (255, 255, 255))
+    columns = len(rows[0])
+    th = int(round(thumb_width * rows[0][0].height / rows[0][0].width))
+    groups = min(groups, len(rows))
     per_group = -(-len(rows) // groups)
-    sheet = Image.new("RGB", (thumb_width * 3 * groups + 8 * (groups - 1), th * per_group), (255, 255, 255))
+    out = Image.new("RGB", (thumb_width * columns * groups + 8 * (groups - 1), th * per_group), (255, 255, 255))
     for i, row in enumerate(rows):
         group, r = divmod(i, per_group)
         for j, image in enumerate(row):
-            sheet.paste(image.resize((thumb_width, th), Image.LANCZOS),
-                        (group * (thumb_width * 3 + 8) + j * thumb_width, r * th))
-    return sheet
+            out.paste(image.convert("RGB").resize((thumb_width, th), Image.LANCZOS),
+                      (group * (thumb_width * columns + 8) + j * thumb_width, r * th))
+    return out
+
+
+def _labelled(image: Image.Image, text: str) -> Image.Image:
+    ImageDraw.Draw(image).text((6, 6), text, fill=(0, 0, 0))
+    return image
+
+
+def contact_sheet(records: list[dict], thumb_width: int = 160, groups: int = 2) -> Image.Image:
+    """Decoded ``synthetic_pair`` records; each row: source | standard | source with skeleton."""
+    rows = []
+    for record in records:
+        src, meta = record["src.png"], record["json"]
+        rows.append([_labelled(on_checkerboard(src), record["__key__"]), Image.fromarray(record["std.png"]),
+                     draw_skeleton(on_checkerboard(src), meta["src"]["keypoints"], radius=max(3, src.shape[1] // 100))])
+    return sheet(rows, thumb_width, groups)
+
+
+def composite_sheet(pairs: dict[str, dict], composites: list[dict], thumb_width: int = 128,
+                    groups: int = 2) -> Image.Image:
+    """Decoded ``composited_pair`` records (with their source pairs by key); each row: source |
+    composite | background mask | pose image."""
+    rows = []
+    for record in composites:
+        source = pairs[record["json"]["pair_key"]]["src.png"]
+        rows.append([_labelled(on_checkerboard(source), record["__key__"]), Image.fromarray(record["src.jpg"]),
+                     Image.fromarray(record["src_bgmask.png"]), Image.fromarray(record["src_pose.png"])])
+    return sheet(rows, thumb_width, groups)

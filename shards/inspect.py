@@ -115,10 +115,10 @@ def inspect_dataset(directory: str | Path) -> InspectReport:
     if not root.is_dir():
         report.problems.append(f"{root} is not a directory")
         return report
-    seen_keys: set[str] = set()
+    seen_keys: dict[Path, set[str]] = {}  # keys are unique within a dataset (a folder of shards)
     for path in sorted(root.rglob("*.tar")):
         report.shards += 1
-        inspect_shard(path, report, seen_keys)
+        inspect_shard(path, report, seen_keys.setdefault(path.parent, set()))
     for tmp in sorted(root.rglob("*.tar.tmp")):
         report.warnings.append(f"{tmp.name}: an unfinished shard (a running or crashed job); not counted")
     for manifest in sorted(root.rglob("*.json")):

@@ -18,7 +18,7 @@ OPENPOSE18 = (
 class Schema:
     name: str
     version: int
-    members: dict[str, str]  # member extension -> expected decoded form ("RGBA", "RGB", "json", "text")
+    members: dict[str, str]  # member extension -> expected decoded form ("RGBA", "RGB", "L", "json", "text")
     check_meta: Callable[[dict, dict], list[str]] = field(default=lambda meta, record: [])
 
     @property
@@ -38,6 +38,9 @@ class Schema:
                 if not (isinstance(value, np.ndarray) and value.ndim == 3 and value.shape[2] == channels
                         and value.dtype == np.uint8):
                     problems.append(f"{member} is not an 8-bit {form} image")
+            elif form == "L":
+                if not (isinstance(value, np.ndarray) and value.ndim == 2 and value.dtype == np.uint8):
+                    problems.append(f"{member} is not an 8-bit single-channel image")
             elif form == "json" and not isinstance(value, dict):
                 problems.append(f"{member} is not a JSON object")
             elif form == "text" and not isinstance(value, str):
@@ -95,7 +98,31 @@ SYNTHETIC_PAIR = Schema(
     check_meta=_synthetic_pair_meta,
 )
 
-SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR,)}
+def _composited_pair_meta(meta: dict, record: dict) -> list[str]:
+    required = ("schema", "character_id", "pose_id", "view_id", "seed", "split", "pair_key", "background",
+                "placement", "src", "std")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    problems = [] if meta["schema"] == COMPOSITED_PAIR.tag else [f"json schema {meta['schema']!r} is not {COMPOSITED_PAIR.tag!r}"]
+    height, width = record["src.jpg"].shape[:2]
+    for member in ("src_bgmask.png", "src_pose.png", "std.png"):
+        if record[member].shape[:2] != (height, width):
+            problems.append(f"{member} is {record[member].shape[1]}x{record[member].shape[0]}, src.jpg {width}x{height}")
+    problems += _keypoints_problems("src.keypoints", meta["src"].get("keypoints"), width, height)
+    if not {"source", "name"} <= set(meta["background"]):
+        problems.append("background needs source and name")
+    return problems
+
+
+COMPOSITED_PAIR = Schema(
+    name="composited_pair",
+    version=1,
+    members={"src.jpg": "RGB", "src_bgmask.png": "L", "src_pose.png": "RGB", "std.png": "RGB", "json": "json"},
+    check_meta=_composited_pair_meta,
+)
+
+SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR)}
 
 
 def schema_named(name: str) -> Schema:

@@ -63,6 +63,8 @@ def test_writer_is_atomic_and_writes_a_manifest(tmp_path):
     assert inspect_dataset(tmp_path).ok
     write_shard(tmp_path / "again")
     assert (tmp_path / "again/shard-000000.tar").read_bytes() == (tmp_path / "shard-000000.tar").read_bytes()
+    assert inspect_dataset(tmp_path).ok  # another dataset (folder) may reuse keys
+    write_shard(tmp_path, "shard-000001")
     assert any("more than one place" in p for p in inspect_dataset(tmp_path).problems)
 
 

@@ -1,0 +1,154 @@
+"""Compositing a transparent character render onto a background: one placement draw (scale and
+integer offset) moves the image, the alpha, the background mask and the keypoints alike, so
+the same function serves offline shards and on-the-fly training. Where the final alpha is 1 and
+harmonization is off, the character's pixels are exactly the (scaled) render's."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from render.skeleton import OPENPOSE_LIMBS
+
+
+@dataclass(frozen=True)
+class CompositeConfig:
+    height_fraction: tuple[float, float] = (0.45, 0.95)  # character height / frame height
+    max_crop: float = 0.0        # fraction of the character that may leave the frame
+    harmonize: float = 0.0       # 0 = off; 0..1 pulls the character's colour statistics to the background
+    shadow: float = 0.35         # ground-shadow strength (0 = off)
+    feather_px: float = 0.8      # soft edge: the alpha is eroded by a blur of this radius (0 = off)
+    jpeg_quality: int = 95
+
+
+@dataclass(frozen=True)
+class Placement:
+    scale: float
+    offset: tuple[int, int]  # where the scaled source's top-left lands in the output
+
+    def move(self, keypoints: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        """[x, y, visible] in the source -> the output; points leaving the frame become invisible."""
+        kp = np.array(keypoints, dtype=float)
+        kp[:, :2] = kp[:, :2] * self.scale + self.offset
+        w, h = size
+        outside = (kp[:, 0] < 0) | (kp[:, 0] >= w) | (kp[:, 1] < 0) | (kp[:, 1] >= h)
+        kp[outside, 2] = 0.0
+        return kp
+
+
+def alpha_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(alpha)
+    if not len(xs):
+        raise ValueError("the source render is empty (alpha is zero everywhere)")
+    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+
+
+def sample_placement(rng: np.random.Generator, alpha: np.ndarray, size: tuple[int, int],
+                     config: CompositeConfig) -> Placement:
+    """Scale so the character's height is a drawn fraction of the frame, then an integer offset
+    keeping it in frame (or cropped by at most ``max_crop`` of its size)."""
+    w, h = size
+    x0, y0, x1, y1 = alpha_box(alpha)
+    scale = float(rng.uniform(*config.height_fraction)) * h / (y1 - y0)
+    scale = min(scale, w * (1 + 2 * config.max_crop) / (x1 - x0))  # wide poses still fit
+    bw, bh = (x1 - x0) * scale, (y1 - y0) * scale
+    lo_x, hi_x = -x0 * scale - config.max_crop * bw, w - x1 * scale + config.max_crop * bw
+    lo_y, hi_y = -y0 * scale - config.max_crop * bh, h - y1 * scale + config.max_crop * bh
+    ox = rng.uniform(lo_x, hi_x) if hi_x > lo_x else (lo_x + hi_x) / 2
+    oy = rng.uniform(lo_y, hi_y) if hi_y > lo_y else (lo_y + hi_y) / 2
+    return Placement(round(scale, 6), (int(np.floor(ox)), int(np.floor(oy))))
+
+
+def _scaled_crop(rgba: np.ndarray, box: tuple[int, int, int, int], scale: float) -> tuple[np.ndarray, int, int]:
+    """The source's alpha box scaled by ``scale`` (premultiplied resampling, no dark fringes) and
+    where its top-left lands relative to the scaled full source."""
+    x0, y0, x1, y1 = box
+    if scale == 1.0:
+        return rgba[y0:y1, x0:x1], x0, y0
+    # Resample a box aligned to the scaled grid so the placement stays exact.
+    sx0, sy0 = int(np.floor(x0 * scale)), int(np.floor(y0 * scale))
+    sx1, sy1 = int(np.ceil(x1 * scale)), int(np.ceil(y1 * scale))
+    source_box = (sx0 / scale, sy0 / scale, sx1 / scale, sy1 / scale)
+    image = Image.fromarray(rgba, "RGBA").resize((sx1 - sx0, sy1 - sy0), Image.BILINEAR, box=source_box)
+    return np.asarray(image), sx0, sy0
+
+
+def _harmonize(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, strength: float) -> np.ndarray:
+    """Move the character's per-channel mean and spread part of the way to the background's."""
+    solid = alpha > 127
+    if not solid.any():
+        return fg
+    f = fg[solid].astype(np.float32)
+    b = bg.reshape(-1, 3).astype(np.float32)
+    mu_f, sd_f, mu_b, sd_b = f.mean(0), f.std(0) + 1e-3, b.mean(0), b.std(0) + 1e-3
+    gain = 1 + strength * (sd_b / sd_f - 1)
+    out = (fg.astype(np.float32) - mu_f) * gain + mu_f + strength * (mu_b - mu_f)
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def _shadow(out: np.ndarray, foot_x: float, foot_y: float, width: float, strength: float) -> None:
+    """Darken the ground under the feet with a soft ellipse (in place)."""
+    h, w = out.shape[:2]
+    rx, ry = max(width * 0.55, 2.0), max(width * 0.09, 1.0)
+    x0, x1 = int(max(0, foot_x - 2 * rx)), int(min(w, foot_x + 2 * rx))
+    y0, y1 = int(max(0, foot_y - 2 * ry)), int(min(h, foot_y + 2 * ry))
+    if x1 <= x0 or y1 <= y0:
+        return
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float32)
+    falloff = np.exp(-(((xx - foot_x) / rx) ** 2 + ((yy - foot_y) / ry) ** 2) * 1.5)
+    region = out[y0:y1, x0:x1].astype(np.float32) * (1 - strength * falloff)[..., None]
+    out[y0:y1, x0:x1] = (region + 0.5).astype(np.uint8)
+
+
+def composite(rgba: np.ndarray, background: np.ndarray, placement: Placement, config: CompositeConfig,
+              box: tuple[int, int, int, int] | None = None) -> dict:
+    """RGBA source + RGB background -> {"image" RGB, "alpha" (the moved matte, uint8), "bg_mask"
+    (255 - alpha)} at the background's size."""
+    h, w = background.shape[:2]
+    box = box or alpha_box(rgba[..., 3])
+    fg, sx, sy = _scaled_crop(rgba, box, placement.scale)
+    x, y = placement.offset[0] + sx, placement.offset[1] + sy
+    # Clip the placed crop to the frame.
+    cx0, cy0 = max(0, -x), max(0, -y)
+    cx1, cy1 = min(fg.shape[1], w - x), min(fg.shape[0], h - y)
+    out = background.copy()
+    alpha_full = np.zeros((h, w), np.uint8)
+    if cx1 > cx0 and cy1 > cy0:
+        fg = fg[cy0:cy1, cx0:cx1]
+        ox, oy = x + cx0, y + cy0
+        alpha = fg[..., 3]
+        if config.feather_px > 0:
+            blurred = np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(config.feather_px)))
+            alpha = np.minimum(alpha, blurred)  # erode the edge only: solid interiors stay 255
+        region = out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]]
+        colour = fg[..., :3]
+        if config.harmonize > 0:
+            colour = _harmonize(colour, alpha, region, config.harmonize)
+        if config.shadow > 0:
+            bx0, by0, bx1, by1 = alpha_box(alpha) if alpha.any() else (0, 0, 1, 1)
+            _shadow(out, ox + (bx0 + bx1) / 2, oy + by1 - 0.01 * (by1 - by0), bx1 - bx0, config.shadow)
+            region = out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]]
+        a = alpha.astype(np.uint16)[..., None]
+        blended = (colour.astype(np.uint16) * a + region.astype(np.uint16) * (255 - a) + 127) // 255
+        out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]] = blended.astype(np.uint8)
+        alpha_full[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]] = alpha
+    return {"image": out, "alpha": alpha_full, "bg_mask": 255 - alpha_full}
+
+
+def pose_image(keypoints, size: tuple[int, int], thickness: int | None = None) -> np.ndarray:
+    """An OpenPose-style skeleton image (coloured limbs and joints on black) from visible keypoints."""
+    from render.contact_sheet import LIMB_COLOURS
+    w, h = size
+    thickness = thickness or max(2, round(min(w, h) / 128))
+    image = Image.new("RGB", (w, h))
+    draw = ImageDraw.Draw(image)
+    kp = np.asarray(keypoints, dtype=float)
+    for colour, (a, b) in zip(LIMB_COLOURS, OPENPOSE_LIMBS):
+        if kp[a, 2] > 0 and kp[b, 2] > 0:
+            draw.line([tuple(kp[a, :2]), tuple(kp[b, :2])], fill=tuple(int(c * 0.6) for c in colour), width=thickness)
+    r = thickness
+    for i, (x, y, visible) in enumerate(kp):
+        if visible > 0:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=LIMB_COLOURS[i % len(LIMB_COLOURS)])
+    return np.asarray(image)

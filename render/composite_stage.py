@@ -1,0 +1,134 @@
+"""CompositeStage: ``synthetic_pair`` shards -> ``composited_pair`` records, each source placed on a
+background drawn by its seed, at the render's own size (``std.png`` is carried over byte for byte:
+its face sits on fixed pixels). Work items name their input shard and key; the stage decodes each
+input shard once. A background that cannot be read is skipped (with its reason in the record)
+for the next one."""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from render.composite import CompositeConfig, alpha_box, composite, pose_image, sample_placement
+from render.stage import encode_png
+from shards.keys import sample_seed
+from shards.reader import decode_member, iter_shard
+from shards.schema import COMPOSITED_PAIR
+from shards.stage import Resources, Stage, rejected
+
+
+@dataclass(frozen=True)
+class CompositeJobConfig:
+    seed: int = 0
+    backgrounds: str = "procedural"     # "procedural" or a folder of images
+    procedural_count: int = 10_000
+    composite: CompositeConfig = field(default_factory=CompositeConfig)
+    batch_size: int = 16
+    max_background_tries: int = 8
+
+    def check(self) -> None:
+        if self.procedural_count < 1 or self.max_background_tries < 1 or self.batch_size < 1:
+            raise ValueError("procedural_count, max_background_tries and batch_size must be >= 1")
+        lo, hi = self.composite.height_fraction
+        if not 0 < lo <= hi:
+            raise ValueError("composite.height_fraction must be 0 < lo <= hi")
+
+
+def make_backgrounds(config: CompositeJobConfig):
+    from render.backgrounds import FolderBackgrounds, ProceduralBackgrounds
+    if config.backgrounds == "procedural":
+        return ProceduralBackgrounds(config.procedural_count, config.seed)
+    return FolderBackgrounds(config.backgrounds)
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def plan_composite_items(input_dir: Path, seed: int) -> list[list[dict]]:
+    """One output shard per input shard, same order; items are (input shard, key)."""
+    from shards.reader import shard_paths
+    shards = []
+    for path in shard_paths(input_dir):
+        manifest = json.loads(path.with_suffix(".json").read_text())
+        shards.append([{"__key__": key, "input": str(path), "seed": sample_seed(seed, "composite-" + key)}
+                       for key in manifest["keys"]])
+    return shards
+
+
+class CompositeStage(Stage):
+    name = "composite"
+    resources = Resources(cpus=1.0, memory_mb=1000)
+
+    def __init__(self, config: CompositeJobConfig):
+        self.config = config
+        self._backgrounds = None
+        self._input: tuple[str, dict] | None = None  # (path, key -> record) of the last input shard
+
+    def setup(self) -> None:
+        self._backgrounds = make_backgrounds(self.config)
+
+    def _record(self, path: str, key: str) -> dict:
+        """The pair ``key`` of input shard ``path``: the shard is read once, raw; only the source
+        image and json are decoded, std.png stays bytes."""
+        if self._input is None or self._input[0] != path:
+            self._input = (path, {r["__key__"]: r for r in iter_shard(path, decode=False)})
+        raw = self._input[1][key]
+        return {"src.png": decode_member("png", raw["src.png"]), "json": decode_member("json", raw["json"]),
+                "std.png": raw["std.png"]}
+
+    def _background(self, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str, list[str]]:
+        from render.backgrounds import BackgroundError
+        skipped = []
+        for _ in range(self.config.max_background_tries):
+            index = int(rng.integers(len(self._backgrounds)))
+            try:
+                return self._backgrounds.get(index, size), self._backgrounds.name(index), skipped
+            except BackgroundError as error:
+                skipped.append(str(error))
+        raise ValueError(f"no usable background in {self.config.max_background_tries} tries: {'; '.join(skipped)}")
+
+    def process_batch(self, items: list[dict]) -> list[dict]:
+        if self._backgrounds is None:
+            self.setup()
+        out = []
+        for item in items:
+            try:
+                out.append(self._composite(item))
+            except Exception as error:
+                out.append(rejected(item["__key__"], f"composite: {type(error).__name__}: {error}"))
+        return out
+
+    def _composite(self, item: dict) -> dict:
+        pair = self._record(item["input"], item["__key__"])
+        meta, rgba = pair["json"], pair["src.png"]
+        rng = np.random.default_rng(item["seed"])
+        size = (rgba.shape[1], rgba.shape[0])
+        background, name, skipped = self._background(rng, size)
+        box = alpha_box(rgba[..., 3])
+        placement = sample_placement(rng, rgba[..., 3], size, self.config.composite)
+        result = composite(rgba, background, placement, self.config.composite, box)
+        keypoints = placement.move(meta["src"]["keypoints"], size)
+        out_meta = {
+            "schema": COMPOSITED_PAIR.tag, "pair_key": item["__key__"], "seed": item["seed"],
+            **{k: meta[k] for k in ("character_id", "pose_id", "view_id", "split", "renderer")},
+            "background": {"source": self.config.backgrounds, "name": name, "skipped": skipped},
+            "placement": {"scale": placement.scale, "offset": list(placement.offset),
+                          "harmonize": self.config.composite.harmonize, "shadow": self.config.composite.shadow},
+            "src": {"keypoints": np.round(keypoints, 2).tolist(), "pair_spec": meta["src"]["spec"]},
+            "std": meta["std"],
+        }
+        return {
+            "__key__": item["__key__"],
+            "src.jpg": encode_jpeg(result["image"], self.config.composite.jpeg_quality),
+            "src_bgmask.png": encode_png(result["bg_mask"]),
+            "src_pose.png": encode_png(pose_image(keypoints, size)),
+            "std.png": pair["std.png"],
+            "json": json.dumps(out_meta, sort_keys=True).encode(),
+        }
