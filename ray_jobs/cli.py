@@ -118,7 +118,10 @@ def cmd_plan(args) -> int:
 def cmd_bench(args) -> int:
     from ray_jobs.bench import bench_ray, bench_render
 
-    if args.what == "ray":
+    if args.what == "composite":
+        from ray_jobs.bench import bench_composite
+        figures = bench_composite(resolution=args.resolution)
+    elif args.what == "ray":
         figures = bench_ray(characters=args.characters, poses=args.poses, resolution=args.resolution)
     else:
         figures = bench_render(characters=args.characters, poses=args.poses, resolution=args.resolution,
@@ -191,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(run=cmd_plan)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is one JSON object of figures")
-    bench.add_argument("what", choices=("render", "ray"),
-                       help="render: pairs/s against a naive loop; ray: embedded Ray against the local runner")
+    bench.add_argument("what", choices=("render", "ray", "composite"),
+                       help="render: pairs/s against a naive loop; ray: embedded Ray against the local runner; "
+                            "composite: composites/s on one core against a naive PIL pipeline")
     bench.add_argument("--characters", type=int, default=8)
     bench.add_argument("--poses", type=int, default=16)
     bench.add_argument("--resolution", type=_resolution, default=[512, 768])

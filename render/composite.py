@@ -38,10 +38,13 @@ class Placement:
 
 
 def alpha_box(alpha: np.ndarray) -> tuple[int, int, int, int]:
-    ys, xs = np.nonzero(alpha)
-    if not len(xs):
+    """[x0, y0, x1, y1) of the non-zero alpha."""
+    rows, cols = alpha.any(axis=1), alpha.any(axis=0)
+    if not rows.any():
         raise ValueError("the source render is empty (alpha is zero everywhere)")
-    return int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    y0, y1 = int(rows.argmax()), len(rows) - int(rows[::-1].argmax())
+    x0, x1 = int(cols.argmax()), len(cols) - int(cols[::-1].argmax())
+    return x0, y0, x1, y1
 
 
 def sample_placement(rng: np.random.Generator, alpha: np.ndarray, size: tuple[int, int],
@@ -60,31 +63,57 @@ def sample_placement(rng: np.random.Generator, alpha: np.ndarray, size: tuple[in
     return Placement(round(scale, 6), (int(np.floor(ox)), int(np.floor(oy))))
 
 
+def premultiply(rgba: np.ndarray) -> np.ndarray:
+    """Straight RGBA -> premultiplied RGBA, round(c * a / 255) per channel (alpha 255 keeps the colour)."""
+    import cv2
+    alpha = np.ascontiguousarray(rgba[..., 3])
+    out = cv2.multiply(np.ascontiguousarray(rgba), cv2.cvtColor(alpha, cv2.COLOR_GRAY2RGBA), scale=1 / 255)
+    out[..., 3] = alpha
+    return out
+
+
 def _scaled_crop(rgba: np.ndarray, box: tuple[int, int, int, int], scale: float) -> tuple[np.ndarray, int, int]:
-    """The source's alpha box scaled by ``scale`` (premultiplied resampling, no dark fringes) and
-    where its top-left lands relative to the scaled full source."""
+    """The source's alpha box, premultiplied and scaled by ``scale`` (premultiplied resampling
+    leaves no dark fringes), and where its top-left lands relative to the scaled full source."""
+    import cv2
+
     x0, y0, x1, y1 = box
     if scale == 1.0:
-        return rgba[y0:y1, x0:x1], x0, y0
-    # Resample a box aligned to the scaled grid so the placement stays exact.
+        return premultiply(rgba[y0:y1, x0:x1]), x0, y0
+    # Resample a box aligned to the scaled grid, so the placement stays exact: sample the source
+    # at pixel centres (i + 0.5) / scale - 0.5, which is what a plain resize of the frame does.
     sx0, sy0 = int(np.floor(x0 * scale)), int(np.floor(y0 * scale))
     sx1, sy1 = int(np.ceil(x1 * scale)), int(np.ceil(y1 * scale))
-    source_box = (sx0 / scale, sy0 / scale, sx1 / scale, sy1 / scale)
-    image = Image.fromarray(rgba, "RGBA").resize((sx1 - sx0, sy1 - sy0), Image.BILINEAR, box=source_box)
-    return np.asarray(image), sx0, sy0
+    margin = int(np.ceil(1 / scale)) + 2
+    h, w = rgba.shape[:2]
+    cx0, cy0 = max(0, int(sx0 / scale) - margin), max(0, int(sy0 / scale) - margin)
+    cx1, cy1 = min(w, int(np.ceil(sx1 / scale)) + margin), min(h, int(np.ceil(sy1 / scale)) + margin)
+    crop = premultiply(rgba[cy0:cy1, cx0:cx1])
+    matrix = np.array([[scale, 0, (cx0 + 0.5) * scale - 0.5 - sx0], [0, scale, (cy0 + 0.5) * scale - 0.5 - sy0]])
+    if scale < 0.5:  # strong reductions average areas (no aliasing), then shift by the sub-pixel remainder
+        scaled = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        shift = np.array([[1, 0, matrix[0, 2]], [0, 1, matrix[1, 2]]], dtype=np.float64)
+        fg = cv2.warpAffine(scaled, shift, (sx1 - sx0, sy1 - sy0), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    else:
+        fg = cv2.warpAffine(crop, matrix, (sx1 - sx0, sy1 - sy0), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return fg, sx0, sy0
 
 
 def _harmonize(fg: np.ndarray, alpha: np.ndarray, bg: np.ndarray, strength: float) -> np.ndarray:
-    """Move the character's per-channel mean and spread part of the way to the background's."""
-    solid = alpha > 127
+    """Move the character's per-channel mean and spread part of the way to the background's.
+    ``fg`` is premultiplied, so the colour shift is scaled by alpha: gain * c + a * offset."""
+    solid = alpha == 255
     if not solid.any():
         return fg
     f = fg[solid].astype(np.float32)
     b = bg.reshape(-1, 3).astype(np.float32)
     mu_f, sd_f, mu_b, sd_b = f.mean(0), f.std(0) + 1e-3, b.mean(0), b.std(0) + 1e-3
     gain = 1 + strength * (sd_b / sd_f - 1)
-    out = (fg.astype(np.float32) - mu_f) * gain + mu_f + strength * (mu_b - mu_f)
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+    offset = mu_f * (1 - gain) + strength * (mu_b - mu_f)
+    out = fg.astype(np.float32) * gain + (alpha.astype(np.float32) / 255)[..., None] * offset
+    return np.clip(out + 0.5, 0, alpha[..., None]).astype(np.uint8)  # premultiplied: colour <= alpha
 
 
 def _shadow(out: np.ndarray, foot_x: float, foot_y: float, width: float, strength: float) -> None:
@@ -118,22 +147,34 @@ def composite(rgba: np.ndarray, background: np.ndarray, placement: Placement, co
         fg = fg[cy0:cy1, cx0:cx1]
         ox, oy = x + cx0, y + cy0
         alpha = fg[..., 3]
+        colour = fg[..., :3]
         if config.feather_px > 0:
             blurred = np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(config.feather_px)))
-            alpha = np.minimum(alpha, blurred)  # erode the edge only: solid interiors stay 255
+            eroded = blurred < alpha  # erode the edge only: solid interiors stay 255
+            if eroded.any():
+                colour = colour.copy()
+                colour[eroded] = (colour[eroded].astype(np.uint32) * blurred[eroded, None] // alpha[eroded, None])
+                alpha = np.where(eroded, blurred, alpha)
         region = out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]]
-        colour = fg[..., :3]
         if config.harmonize > 0:
             colour = _harmonize(colour, alpha, region, config.harmonize)
         if config.shadow > 0:
             bx0, by0, bx1, by1 = alpha_box(alpha) if alpha.any() else (0, 0, 1, 1)
             _shadow(out, ox + (bx0 + bx1) / 2, oy + by1 - 0.01 * (by1 - by0), bx1 - bx0, config.shadow)
             region = out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]]
-        a = alpha.astype(np.uint16)[..., None]
-        blended = (colour.astype(np.uint16) * a + region.astype(np.uint16) * (255 - a) + 127) // 255
-        out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]] = blended.astype(np.uint8)
+        out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]] = _over_premultiplied(colour, region, alpha)
         alpha_full[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]] = alpha
     return {"image": out, "alpha": alpha_full, "bg_mask": 255 - alpha_full}
+
+
+def _over_premultiplied(colour: np.ndarray, background: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """Premultiplied ``colour`` with ``alpha`` over an opaque ``background``:
+    colour + round(background * (255 - alpha) / 255), saturating. Alpha 255 keeps the colour,
+    alpha 0 the background."""
+    import cv2
+    uncovered = cv2.cvtColor(255 - np.ascontiguousarray(alpha), cv2.COLOR_GRAY2RGB)
+    return cv2.add(np.ascontiguousarray(colour), cv2.multiply(np.ascontiguousarray(background), uncovered,
+                                                              scale=1 / 255))
 
 
 def pose_image(keypoints, size: tuple[int, int], thickness: int | None = None) -> np.ndarray:

@@ -27,6 +27,18 @@ def _import_pyrender():
     return pyrender, GL
 
 
+def _straight_alpha(rgba: np.ndarray) -> np.ndarray:
+    """The MSAA resolve averages colour with the transparent-black background, so edge pixels come
+    out premultiplied; PNG means straight alpha. Divide the colour of partly covered pixels by
+    their coverage (in place)."""
+    alpha = rgba[..., 3]
+    edge = (alpha > 0) & (alpha < 255)
+    if edge.any():
+        a = alpha[edge].astype(np.float32)[:, None]
+        rgba[edge, :3] = np.minimum(255.0, rgba[edge, :3] * (255.0 / a) + 0.5).astype(np.uint8)
+    return rgba
+
+
 def _gl_uv(uv: np.ndarray) -> np.ndarray:
     """glTF puts the texture origin top-left, OpenGL bottom-left."""
     return np.stack([uv[:, 0], 1.0 - uv[:, 1]], axis=1).astype(np.float32)
@@ -120,7 +132,7 @@ class PyrenderBackend:
         self._renderer._platform.make_current()
         self._upload(posed)
         color, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
-        rgba = np.ascontiguousarray(color)
+        rgba = _straight_alpha(np.ascontiguousarray(color))
         depth = np.ascontiguousarray(depth, dtype=np.float32)
         mask = rgba[..., 3] > 0  # MSAA coverage: keeps the anti-aliased silhouette (the background clears to 0)
         result = {

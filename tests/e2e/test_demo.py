@@ -22,7 +22,10 @@ def test_demo_writes_valid_shards_and_a_contact_sheet(demo_out, capsys):
     report = inspect_dataset(demo_out / "pairs")
     assert report.ok, report.problems
     assert report.records == 12 and report.rejects == 0
+    composited = inspect_dataset(demo_out / "composited")
+    assert composited.ok and composited.records == 12 and composited.schemas == {"composited_pair/1": 1}
     assert (demo_out / "contact_sheet.png").stat().st_size > 10_000
+    assert (demo_out / "composite_sheet.png").stat().st_size > 10_000
     assert (demo_out / "config.yaml").exists()
     assert main(["inspect", str(demo_out)]) == 0
     records = list(iter_dataset(demo_out / "pairs"))
