@@ -169,3 +169,17 @@ def procedural_background(index: int, size: tuple[int, int], seed: int = 0) -> n
             t = np.where((xx > x0) & (xx < x1) & (yy > y0) & (yy < min(y1, horizon)), 0.6, t)
     image = c1 + (c2 - c1) * np.clip(t, 0, 1)[..., None]
     return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def draw_background(backgrounds, rng: np.random.Generator, size: tuple[int, int],
+                    tries: int = 8) -> tuple[np.ndarray, str, list[str]]:
+    """A random background of ``backgrounds`` at ``size``: (image, name, reasons of those skipped).
+    Unusable images are skipped for others, up to ``tries``."""
+    skipped = []
+    for _ in range(tries):
+        index = int(rng.integers(len(backgrounds)))
+        try:
+            return backgrounds.get(index, size), backgrounds.name(index), skipped
+        except BackgroundError as error:
+            skipped.append(str(error))
+    raise BackgroundError(f"no usable background in {tries} tries: {'; '.join(skipped)}")

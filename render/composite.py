@@ -177,6 +177,17 @@ def _over_premultiplied(colour: np.ndarray, background: np.ndarray, alpha: np.nd
                                                               scale=1 / 255))
 
 
+def composite_sample(rgba: np.ndarray, keypoints, background: np.ndarray, rng: np.random.Generator,
+                     config: CompositeConfig) -> dict:
+    """One random draw (the placement) applied to the image, the alpha, the background mask, the
+    keypoints and the pose image alike: what offline shards and training loaders both call."""
+    size = (background.shape[1], background.shape[0])
+    placement = sample_placement(rng, rgba[..., 3], size, config)
+    out = composite(rgba, background, placement, config)
+    moved = placement.move(keypoints, size)
+    return {**out, "keypoints": moved, "pose_image": pose_image(moved, size), "placement": placement}
+
+
 def pose_image(keypoints, size: tuple[int, int], thickness: int | None = None) -> np.ndarray:
     """An OpenPose-style skeleton image (coloured limbs and joints on black) from visible keypoints."""
     from render.contact_sheet import LIMB_COLOURS

@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from render.composite import CompositeConfig, alpha_box, composite, pose_image, sample_placement
+from render.backgrounds import draw_background
+from render.composite import CompositeConfig, composite_sample
 from render.stage import encode_png
 from shards.keys import sample_seed
 from shards.reader import decode_member, iter_shard
@@ -83,17 +84,6 @@ class CompositeStage(Stage):
         return {"src.png": decode_member("png", raw["src.png"]), "json": decode_member("json", raw["json"]),
                 "std.png": raw["std.png"]}
 
-    def _background(self, rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarray, str, list[str]]:
-        from render.backgrounds import BackgroundError
-        skipped = []
-        for _ in range(self.config.max_background_tries):
-            index = int(rng.integers(len(self._backgrounds)))
-            try:
-                return self._backgrounds.get(index, size), self._backgrounds.name(index), skipped
-            except BackgroundError as error:
-                skipped.append(str(error))
-        raise ValueError(f"no usable background in {self.config.max_background_tries} tries: {'; '.join(skipped)}")
-
     def process_batch(self, items: list[dict]) -> list[dict]:
         if self._backgrounds is None:
             self.setup()
@@ -109,12 +99,10 @@ class CompositeStage(Stage):
         pair = self._record(item["input"], item["__key__"])
         meta, rgba = pair["json"], pair["src.png"]
         rng = np.random.default_rng(item["seed"])
-        size = (rgba.shape[1], rgba.shape[0])
-        background, name, skipped = self._background(rng, size)
-        box = alpha_box(rgba[..., 3])
-        placement = sample_placement(rng, rgba[..., 3], size, self.config.composite)
-        result = composite(rgba, background, placement, self.config.composite, box)
-        keypoints = placement.move(meta["src"]["keypoints"], size)
+        background, name, skipped = draw_background(self._backgrounds, rng, (rgba.shape[1], rgba.shape[0]),
+                                                    self.config.max_background_tries)
+        result = composite_sample(rgba, meta["src"]["keypoints"], background, rng, self.config.composite)
+        placement, keypoints = result["placement"], result["keypoints"]
         out_meta = {
             "schema": COMPOSITED_PAIR.tag, "pair_key": item["__key__"], "seed": item["seed"],
             **{k: meta[k] for k in ("character_id", "pose_id", "view_id", "split", "renderer")},
@@ -128,7 +116,7 @@ class CompositeStage(Stage):
             "__key__": item["__key__"],
             "src.jpg": encode_jpeg(result["image"], self.config.composite.jpeg_quality),
             "src_bgmask.png": encode_png(result["bg_mask"]),
-            "src_pose.png": encode_png(pose_image(keypoints, size)),
+            "src_pose.png": encode_png(result["pose_image"]),
             "std.png": pair["std.png"],
             "json": json.dumps(out_meta, sort_keys=True).encode(),
         }
