@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ray_jobs.config import ConfigError
+from render.scenes import NotEnoughSubjects
 
 
 def _resolution(text: str) -> list[int]:
@@ -19,8 +20,10 @@ def _resolution(text: str) -> list[int]:
 
 def cmd_demo(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import run_composite, run_render, write_composite_sheet, write_contact_sheet
+    from ray_jobs.render_job import (run_composite, run_render, run_router_scenes, write_composite_sheet,
+                                     write_contact_sheet, write_router_sheet)
     from render.composite_stage import CompositeJobConfig
+    from render.scenes import SceneConfig
     from render.config import RenderConfig
     from shards.inspect import inspect_dataset
 
@@ -38,14 +41,21 @@ def cmd_demo(args) -> int:
     summary = run_render(config, out, **run)
     composite_config = load_config(CompositeJobConfig, None, [f"seed={config.seed}"])
     composited = run_composite(composite_config, out, out / "composited", **run)
+    scene_config = load_config(SceneConfig, None, [f"seed={config.seed}", f"scenes={max(2, args.scenes)}"])
+    try:
+        scenes = "\n".join(run_router_scenes(scene_config, out, out / "router", **run).lines())
+        scene_sheet = write_router_sheet(out / "router", out / "router_sheet.png")
+    except NotEnoughSubjects as error:
+        scenes, scene_sheet = f"skipped: {error}", "none"
     sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
     composite_sheet = write_composite_sheet(out / "pairs", out / "composited", out / "composite_sheet.png")
     report = inspect_dataset(out)
     print("\n".join(summary.lines()))
     print("composited: " + "\n".join(composited.lines()))
+    print("router scenes: " + scenes)
     print(f"characters: {out / 'characters'}")
-    print(f"contact sheets: {sheet} (pairs), {composite_sheet} (composites)")
-    print(f"config: {out / 'config.yaml'}, {out / 'composited' / 'config.yaml'}")
+    print(f"contact sheets: {sheet} (pairs), {composite_sheet} (composites), {scene_sheet} (router scenes)")
+    print(f"configs: {out / 'config.yaml'}, {out / 'composited' / 'config.yaml'}, {out / 'router' / 'config.yaml'}")
     print(f"inspect: {'OK' if report.ok else 'FAILED'} ({report.records} records); run `pairforge inspect {out}`")
     return 0 if report.ok else 1
 
@@ -90,6 +100,19 @@ def cmd_inspect(args) -> int:
     report = inspect_dataset(args.dir)
     print("\n".join(report.lines()))
     return 0 if report.ok else 1
+
+
+def cmd_router(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.render_job import run_router_scenes
+    from render.scenes import SceneConfig
+
+    config = load_config(SceneConfig, args.config, [f"backgrounds={args.backgrounds}", f"scenes={args.scenes}",
+                                                    *args.set])
+    summary = run_router_scenes(config, args.input, args.out, runner=args.runner, address=args.address,
+                                workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
 
 
 def cmd_status(args) -> int:
@@ -150,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--poses", type=int, default=16, help="poses per character (default 16)")
     demo.add_argument("--resolution", type=_resolution, default=[512, 768], help="WIDTHxHEIGHT (default 512x768)")
     demo.add_argument("--characters-dir", help="render the .glb characters of this folder instead")
+    demo.add_argument("--scenes", type=int, default=16, help="multi-subject router scenes (default 16)")
     demo.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     _add_run_options(demo)
     demo.set_defaults(run=cmd_demo)
@@ -176,6 +200,16 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_run_options(comp)
     comp.set_defaults(run=cmd_composite)
+
+    router = sub.add_parser("router", help="multi-subject scenes with instance masks -> router_sample shards")
+    router.add_argument("--in", dest="input", required=True, help="a render job's --out (or its pairs/ folder)")
+    router.add_argument("--backgrounds", default="procedural", help="a folder of images, or 'procedural' (default)")
+    router.add_argument("--scenes", type=int, default=64)
+    router.add_argument("--out", required=True)
+    router.add_argument("--config", help="YAML with scene settings")
+    router.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(router)
+    router.set_defaults(run=cmd_router)
 
     status = sub.add_parser("status", help="how far a job is, from its manifests (running, finished or dead)")
     status.add_argument("dir", help="the job's --out folder")
@@ -209,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError, RuntimeError) as error:
+    except (ConfigError, FileNotFoundError, RuntimeError, NotEnoughSubjects) as error:
         print(f"pairforge {args.command}: {error}", file=sys.stderr)
         return 2
 

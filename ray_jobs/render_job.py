@@ -131,3 +131,30 @@ def write_composite_sheet(pairs_dir: Path, composited_dir: Path, path: Path, per
     pairs = {r["__key__"]: r for r in iter_dataset(pairs_dir) if r["__key__"] in wanted}
     composite_sheet(pairs, picked).save(path)
     return path
+
+
+def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, runner: str = "ray",
+                      address: str | None = None, workers: int | None = None, overwrite: bool = False,
+                      progress: bool = True) -> RunSummary:
+    """``synthetic_pair`` shards under ``in_dir`` -> multi-subject ``router_sample`` shards in ``out_dir``."""
+    from render.composite_stage import make_backgrounds
+    from render.scenes import RouterSceneStage, plan_scenes
+    from shards.schema import ROUTER_SAMPLE
+
+    in_dir = Path(in_dir).resolve()
+    pairs = in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
+    out_dir = Path(out_dir).resolve()
+    prepare_output(config, out_dir, out_dir, overwrite)
+    make_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
+    return run_stage(RouterSceneStage(config), plan_scenes(pairs, config), out_dir, ROUTER_SAMPLE, config,
+                     package_versions(), runner, address, workers, progress, None)
+
+
+def write_router_sheet(router_dir: Path, path: Path, rows: int = 8) -> Path:
+    from itertools import islice
+
+    from render.contact_sheet import router_sheet
+    from shards.reader import iter_dataset
+
+    router_sheet(list(islice(iter_dataset(router_dir), rows))).save(path)
+    return path

@@ -78,3 +78,33 @@ def composite_sheet(pairs: dict[str, dict], composites: list[dict], thumb_width:
         rows.append([_labelled(on_checkerboard(source), record["__key__"]), Image.fromarray(record["src.jpg"]),
                      Image.fromarray(record["src_bgmask.png"]), Image.fromarray(record["src_pose.png"])])
     return sheet(rows, thumb_width, groups)
+
+
+INSTANCE_COLOURS = ((230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48))
+
+
+def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """``image`` scaled to fit ``size``, centred on white."""
+    canvas = Image.new("RGB", size, (255, 255, 255))
+    image = image.copy()
+    image.thumbnail(size)
+    canvas.paste(image.convert("RGB"), ((size[0] - image.width) // 2, (size[1] - image.height) // 2),
+                 image.getchannel("A") if image.mode == "RGBA" else None)
+    return canvas
+
+
+def router_sheet(records: list[dict], thumb_width: int = 128, groups: int = 1) -> Image.Image:
+    """Decoded ``router_sample`` records; each row: image | instance masks in colour | up to four
+    segmented subject references."""
+    rows = []
+    for record in records:
+        image = record["image.jpg"]
+        n = len(record["json"]["subjects"])
+        overlay = (image * 0.35).astype(np.uint8)
+        for i in range(n):
+            overlay[record[f"mask{i}.png"] > 127] = INSTANCE_COLOURS[i]
+        size = (image.shape[1], image.shape[0])
+        refs = [_fit(Image.fromarray(record[f"subj{i}.png"], "RGBA"), size) for i in range(n)]
+        refs += [Image.new("RGB", size, (255, 255, 255))] * (4 - n)
+        rows.append([_labelled(Image.fromarray(image), record["__key__"]), Image.fromarray(overlay), *refs])
+    return sheet(rows, thumb_width, groups)

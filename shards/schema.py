@@ -20,15 +20,28 @@ class Schema:
     version: int
     members: dict[str, str]  # member extension -> expected decoded form ("RGBA", "RGB", "L", "json", "text")
     check_meta: Callable[[dict, dict], list[str]] = field(default=lambda meta, record: [])
+    # Members repeated per item, e.g. {"subj{i}.png": "RGBA"}; json[count_key] says how many.
+    indexed: dict[str, str] = field(default_factory=dict)
+    count_key: str = ""
 
     @property
     def tag(self) -> str:
         return f"{self.name}/{self.version}"
 
+    def expected_members(self, record: dict) -> dict[str, str]:
+        """Member -> form for this record (indexed members expanded by the count in its json)."""
+        members = dict(self.members)
+        meta = record.get("json")
+        count = len(meta.get(self.count_key, [])) if self.indexed and isinstance(meta, dict) else 0
+        for pattern, form in self.indexed.items():
+            members.update({pattern.format(i=i): form for i in range(count)})
+        return members
+
     def validate(self, record: dict) -> list[str]:
         """Problems with a decoded record (empty when it conforms)."""
         problems = []
-        for member, form in self.members.items():
+        expected = self.expected_members(record)
+        for member, form in expected.items():
             if member not in record:
                 problems.append(f"missing member {member!r}")
                 continue
@@ -45,7 +58,7 @@ class Schema:
                 problems.append(f"{member} is not a JSON object")
             elif form == "text" and not isinstance(value, str):
                 problems.append(f"{member} is not text")
-        extra = set(record) - set(self.members) - {"__key__", "__url__"}
+        extra = set(record) - set(expected) - {"__key__", "__url__"}
         if extra:
             problems.append(f"unexpected members {sorted(extra)}")
         if not problems and "json" in self.members:
@@ -122,7 +135,37 @@ COMPOSITED_PAIR = Schema(
     check_meta=_composited_pair_meta,
 )
 
-SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR)}
+def _router_sample_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "subjects", "background", "seed", "split") if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    problems = [] if meta["schema"] == ROUTER_SAMPLE.tag else [f"json schema {meta['schema']!r} is not {ROUTER_SAMPLE.tag!r}"]
+    subjects = meta["subjects"]
+    if not 2 <= len(subjects) <= 4:
+        problems.append(f"{len(subjects)} subjects; a router sample has 2 to 4")
+    height, width = record["image.jpg"].shape[:2]
+    masks = [record[f"mask{i}.png"] for i in range(len(subjects))]
+    if any(m.shape != (height, width) for m in masks):
+        problems.append("instance masks differ in size from image.jpg")
+    elif masks:
+        stacked = np.stack([m > 127 for m in masks])
+        if (stacked.sum(0) > 1).any():
+            problems.append("instance masks overlap")
+        if any(not m.any() for m in stacked):
+            problems.append("a subject has an empty instance mask")
+    return problems
+
+
+ROUTER_SAMPLE = Schema(
+    name="router_sample",
+    version=1,
+    members={"image.jpg": "RGB", "txt": "text", "json": "json"},
+    check_meta=_router_sample_meta,
+    indexed={"subj{i}.png": "RGBA", "mask{i}.png": "L"},
+    count_key="subjects",
+)
+
+SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR, ROUTER_SAMPLE)}
 
 
 def schema_named(name: str) -> Schema:

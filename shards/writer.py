@@ -100,7 +100,7 @@ class ShardWriter:
         if key in self.keys:
             raise ValueError(f"duplicate key {key!r} in shard {self.name}")
         members = {k: v for k, v in record.items() if k != "__key__" and k not in RECORD_STATUS_KEYS}
-        missing = set(self.schema.members) - set(members)
+        missing = set(self.schema.members) - set(members)  # indexed members are checked by inspect
         if missing:
             raise ValueError(f"record {key} lacks members {sorted(missing)} of {self.schema.tag}")
         for ext in sorted(members):

@@ -132,3 +132,20 @@ def test_procedural_backgrounds_are_deterministic_and_varied():
     assert np.array_equal(source.get(42, SIZE), procedural_background(42, SIZE, 3))
     means = {tuple(source.get(i, SIZE).mean((0, 1)).round()) for i in range(20)}
     assert len(means) == 20
+
+
+def test_router_scene_instance_masks_are_disjoint_and_cover_the_visible_alphas():
+    from render.scenes import SceneConfig, compose_scene
+    rng = np.random.default_rng(3)
+    for n in (2, 3, 4):
+        sources = [character_rgba(seed) for seed in range(n)]
+        scene = compose_scene(sources, procedural_background(n, SIZE), rng, SceneConfig(min_visible=0.05))
+        masks = np.stack(scene["masks"])
+        assert masks.shape == (n, 192, 128)
+        assert (masks.sum(0) <= 1).all()  # disjoint
+        union_of_alphas = np.zeros((192, 128), bool)
+        for source, placement in zip(sources, scene["placements"]):
+            alone = composite(source, procedural_background(n, SIZE), placement, SceneConfig().composite)
+            union_of_alphas |= alone["alpha"] > 0
+        assert np.array_equal(masks.any(0), union_of_alphas)
+        assert all(m.any() for m in masks)

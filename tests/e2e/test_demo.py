@@ -26,6 +26,9 @@ def test_demo_writes_valid_shards_and_a_contact_sheet(demo_out, capsys):
     assert composited.ok and composited.records == 12 and composited.schemas == {"composited_pair/1": 1}
     assert (demo_out / "contact_sheet.png").stat().st_size > 10_000
     assert (demo_out / "composite_sheet.png").stat().st_size > 10_000
+    scenes = inspect_dataset(demo_out / "router")
+    assert scenes.ok and scenes.records == 16 and scenes.schemas == {"router_sample/1": 1}
+    assert (demo_out / "router_sheet.png").stat().st_size > 10_000
     assert (demo_out / "config.yaml").exists()
     assert main(["inspect", str(demo_out)]) == 0
     records = list(iter_dataset(demo_out / "pairs"))

@@ -43,6 +43,15 @@ def test_ray_runner_writes_the_same_bytes_as_the_local_runner(local_run, tmp_pat
     assert shard_bytes(tmp_path) == shard_bytes(local_run)
 
 
+def test_compositing_on_ray_writes_the_same_bytes_as_locally(local_run, tmp_path):
+    pairforge("composite", "--in", str(local_run), "--out", str(tmp_path / "ray"), "--quiet")
+    pairforge("composite", "--in", str(local_run), "--out", str(tmp_path / "local"), "--runner", "local", "--quiet")
+    ray_shards = {p.name: p.read_bytes() for p in (tmp_path / "ray").glob("*.tar")}
+    assert len(ray_shards) == 3
+    assert ray_shards == {p.name: p.read_bytes() for p in (tmp_path / "local").glob("*.tar")}
+    assert inspect_dataset(tmp_path / "ray").ok
+
+
 def test_a_driver_killed_at_a_random_point_resumes_to_the_same_dataset(tmp_path):
     job = ["render", "--out", str(tmp_path / "job"), *SMALL, "--set", "poses_per_character=8",
            "--set", "samples_per_shard=2"]  # 12 shards
