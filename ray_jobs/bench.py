@@ -64,7 +64,7 @@ def bench_ray(characters: int = 8, poses: int = 16, resolution=(512, 768), worke
     """The demo workload on the local runner and on embedded Ray, same machine, same run. Ray's
     one-off start-up is reported apart from the work."""
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import run_render
+    from ray_jobs.jobs import run_render
     from render.config import RenderConfig
 
     config = load_config(RenderConfig, "demo", [f"characters.count={characters}", f"poses_per_character={poses}",
@@ -107,7 +107,7 @@ def bench_composite(samples: int = 200, resolution=(512, 768)) -> dict:
     from render.composite import CompositeConfig, alpha_box, composite, pose_image, sample_placement
     from render.procedural import generate_characters
     from render.spec import SamplingRanges, sample_source_spec
-    from render.stage import encode_png
+    from render.encoding import encode_jpeg, encode_png
 
     backend = make_backend("pyrender")
     sources = []
@@ -146,7 +146,6 @@ def bench_composite(samples: int = 200, resolution=(512, 768)) -> dict:
     started = time.perf_counter()
     for args in work[:50]:
         image, mask, pose = ours(*args)
-        from render.composite_stage import encode_jpeg
         encode_jpeg(image, 95), encode_png(mask), encode_png(pose)
     with_encoding = 50 / (time.perf_counter() - started)
     full = CompositeConfig()  # with the default soft edge and ground shadow

@@ -20,7 +20,7 @@ def _resolution(text: str) -> list[int]:
 
 def cmd_demo(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import (run_composite, run_render, run_router_scenes, write_composite_sheet,
+    from ray_jobs.jobs import (run_composite, run_render, run_router_scenes, write_composite_sheet,
                                      write_contact_sheet, write_router_sheet)
     from render.composite_stage import CompositeJobConfig
     from render.scenes import SceneConfig
@@ -62,7 +62,7 @@ def cmd_demo(args) -> int:
 
 def cmd_composite(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import run_composite
+    from ray_jobs.jobs import run_composite
     from render.composite_stage import CompositeJobConfig
 
     overrides = [f"backgrounds={args.backgrounds}", *args.set]
@@ -83,7 +83,7 @@ def cmd_characters(args) -> int:
 
 def cmd_render(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import run_render
+    from ray_jobs.jobs import run_render
     from render.config import RenderConfig
 
     overrides = list(args.set) + ([f"backend={args.backend}"] if args.backend else [])
@@ -104,7 +104,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_router(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.render_job import run_router_scenes
+    from ray_jobs.jobs import run_router_scenes
     from render.scenes import SceneConfig
 
     config = load_config(SceneConfig, args.config, [f"backgrounds={args.backgrounds}", f"scenes={args.scenes}",

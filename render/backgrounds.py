@@ -183,3 +183,10 @@ def draw_background(backgrounds, rng: np.random.Generator, size: tuple[int, int]
         except BackgroundError as error:
             skipped.append(str(error))
     raise BackgroundError(f"no usable background in {tries} tries: {'; '.join(skipped)}")
+
+
+def open_backgrounds(config):
+    """The background source a job config names: "procedural" or a folder of images."""
+    if config.backgrounds == "procedural":
+        return ProceduralBackgrounds(config.procedural_count, config.seed)
+    return FolderBackgrounds(config.backgrounds)

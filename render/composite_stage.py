@@ -5,17 +5,14 @@ input shard once. A background that cannot be read is skipped (with its reason i
 for the next one."""
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
-from render.backgrounds import draw_background
+from render.backgrounds import draw_background, open_backgrounds
 from render.composite import CompositeConfig, composite_sample
-from render.stage import encode_png
+from render.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import decode_member, iter_shard
 from shards.schema import COMPOSITED_PAIR
@@ -39,19 +36,6 @@ class CompositeJobConfig:
             raise ValueError("composite.height_fraction must be 0 < lo <= hi")
 
 
-def make_backgrounds(config: CompositeJobConfig):
-    from render.backgrounds import FolderBackgrounds, ProceduralBackgrounds
-    if config.backgrounds == "procedural":
-        return ProceduralBackgrounds(config.procedural_count, config.seed)
-    return FolderBackgrounds(config.backgrounds)
-
-
-def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 def plan_composite_items(input_dir: Path, seed: int) -> list[list[dict]]:
     """One output shard per input shard, same order; items are (input shard, key)."""
     from shards.reader import shard_paths
@@ -73,7 +57,7 @@ class CompositeStage(Stage):
         self._input: tuple[str, dict] | None = None  # (path, key -> record) of the last input shard
 
     def setup(self) -> None:
-        self._backgrounds = make_backgrounds(self.config)
+        self._backgrounds = open_backgrounds(self.config)
 
     def _record(self, path: str, key: str) -> dict:
         """The pair ``key`` of input shard ``path``: the shard is read once, raw; only the source

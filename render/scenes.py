@@ -9,10 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from render.backgrounds import draw_background
+from render.backgrounds import draw_background, open_backgrounds
 from render.composite import CompositeConfig, Placement, alpha_box, composite
-from render.composite_stage import encode_jpeg, make_backgrounds
-from render.stage import encode_png
+from render.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import iter_shard
 from shards.schema import ROUTER_SAMPLE
@@ -116,7 +115,7 @@ class RouterSceneStage(Stage):
         self._shards: dict[str, dict] = {}
 
     def setup(self) -> None:
-        self._backgrounds = make_backgrounds(self.config)
+        self._backgrounds = open_backgrounds(self.config)
 
     def _pair(self, path: str, key: str) -> dict:
         if path not in self._shards:

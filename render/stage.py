@@ -3,25 +3,18 @@ A character is loaded once and its standardized render made once, then reused by
 pairs; a character that cannot be loaded rejects its samples with the reason, and the job goes on."""
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from render.characters import Character, CharacterError, load_character
 from render.config import RenderConfig
+from render.encoding import encode_png
 from render.spec import sample_source_spec, standard_spec
 from shards.keys import sample_key, sample_seed, split_of
 from shards.schema import SYNTHETIC_PAIR
 from shards.stage import Resources, Stage, rejected
-
-
-def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=compress_level)
-    return buffer.getvalue()
 
 
 def _round(values, digits: int = 2) -> list:

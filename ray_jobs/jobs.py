@@ -80,21 +80,27 @@ def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", a
                      address, workers, progress, sample_timeout)
 
 
+def pairs_folder(in_dir: str | Path) -> Path:
+    """A render job's --out, or its pairs/ folder itself -> the folder of synthetic_pair shards."""
+    in_dir = Path(in_dir).resolve()
+    return in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
+
+
 def run_composite(config, in_dir: str | Path, out_dir: str | Path, runner: str = "ray", address: str | None = None,
                   workers: int | None = None, overwrite: bool = False, progress: bool = True) -> RunSummary:
     """``synthetic_pair`` shards under ``in_dir`` (a job's --out, or its pairs/ folder) ->
     ``composited_pair`` shards in ``out_dir``, one output shard per input shard."""
-    from render.composite_stage import CompositeStage, make_backgrounds, plan_composite_items
+    from render.backgrounds import open_backgrounds
+    from render.composite_stage import CompositeStage, plan_composite_items
     from shards.schema import COMPOSITED_PAIR
 
     in_dir = Path(in_dir).resolve()
-    pairs = in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
-    shards = plan_composite_items(pairs, config.seed)
+    shards = plan_composite_items(pairs_folder(in_dir), config.seed)
     if not shards:
         raise FileNotFoundError(f"--in {in_dir}: no synthetic_pair shards found")
     out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir, overwrite)
-    make_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
+    open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
     return run_stage(CompositeStage(config), shards, out_dir, COMPOSITED_PAIR, config, package_versions(), runner, address,
                      workers, progress, None)
 
@@ -137,16 +143,14 @@ def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, runner: s
                       address: str | None = None, workers: int | None = None, overwrite: bool = False,
                       progress: bool = True) -> RunSummary:
     """``synthetic_pair`` shards under ``in_dir`` -> multi-subject ``router_sample`` shards in ``out_dir``."""
-    from render.composite_stage import make_backgrounds
+    from render.backgrounds import open_backgrounds
     from render.scenes import RouterSceneStage, plan_scenes
     from shards.schema import ROUTER_SAMPLE
 
-    in_dir = Path(in_dir).resolve()
-    pairs = in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
     out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir, overwrite)
-    make_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
-    return run_stage(RouterSceneStage(config), plan_scenes(pairs, config), out_dir, ROUTER_SAMPLE, config,
+    open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
+    return run_stage(RouterSceneStage(config), plan_scenes(pairs_folder(in_dir), config), out_dir, ROUTER_SAMPLE, config,
                      package_versions(), runner, address, workers, progress, None)
 
 
