@@ -104,10 +104,16 @@ def bench_composite(samples: int = 200, resolution=(512, 768)) -> dict:
     from render.backends import make_backend
     from render.backgrounds import procedural_background
     from render.characters import load_character
-    from render.composite import CompositeConfig, alpha_box, composite, pose_image, sample_placement
+    from render.composite import (
+        CompositeConfig,
+        alpha_box,
+        composite,
+        pose_image,
+        sample_placement,
+    )
+    from render.encoding import encode_jpeg, encode_png
     from render.procedural import generate_characters
     from render.spec import SamplingRanges, sample_source_spec
-    from render.encoding import encode_jpeg, encode_png
 
     backend = make_backend("pyrender")
     sources = []

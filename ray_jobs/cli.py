@@ -20,11 +20,17 @@ def _resolution(text: str) -> list[int]:
 
 def cmd_demo(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.jobs import (run_composite, run_render, run_router_scenes, write_composite_sheet,
-                                     write_contact_sheet, write_router_sheet)
+    from ray_jobs.jobs import (
+        run_composite,
+        run_render,
+        run_router_scenes,
+        write_composite_sheet,
+        write_contact_sheet,
+        write_router_sheet,
+    )
     from render.composite_stage import CompositeJobConfig
-    from render.scenes import SceneConfig
     from render.config import RenderConfig
+    from render.scenes import SceneConfig
     from shards.inspect import inspect_dataset
 
     overrides = [f"characters.count={args.characters}", f"poses_per_character={args.poses}",

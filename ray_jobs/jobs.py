@@ -5,7 +5,14 @@ import json
 import shutil
 from pathlib import Path
 
-from ray_jobs.config import ConfigError, config_changes, config_dict, config_hash, read_resolved, write_resolved
+from ray_jobs.config import (
+    ConfigError,
+    config_changes,
+    config_dict,
+    config_hash,
+    read_resolved,
+    write_resolved,
+)
 from ray_jobs.shardwork import RunSummary, plan_shards
 from render.config import RenderConfig
 from shards.schema import SYNTHETIC_PAIR

@@ -25,8 +25,8 @@ def total_samples(config: RenderConfig, character_count: int) -> int:
 
 
 def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, character_count: int | None = None) -> dict:
-    from ray_jobs.local import run_local
     from ray_jobs.jobs import character_files
+    from ray_jobs.local import run_local
     from ray_jobs.shardwork import plan_shards
     from render.stage import RenderStage, plan_items
     from shards.schema import SYNTHETIC_PAIR

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
 from render.backgrounds import draw_background, open_backgrounds
 from render.composite import CompositeConfig, composite_sample
 from render.encoding import encode_jpeg, encode_png

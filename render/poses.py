@@ -6,7 +6,13 @@ from __future__ import annotations
 import numpy as np
 
 from render.geometry import rotation_xyz
-from render.skeleton import JOINT_PARENTS, JOINTS, LANDMARKS, Proportions, rest_positions
+from render.skeleton import (
+    JOINT_PARENTS,
+    JOINTS,
+    LANDMARKS,
+    Proportions,
+    rest_positions,
+)
 
 Pose = dict[str, list[float]]
 

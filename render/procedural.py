@@ -16,8 +16,16 @@ import numpy as np
 from PIL import Image
 
 from render.gltf import ELEMENT_ARRAY_BUFFER, GlbBuilder
-from render.skeleton import (JOINT_INDEX, JOINT_PARENTS, JOINTS, LANDMARKS, Proportions, face_landmark_offsets,
-                             head_radii, rest_positions)
+from render.skeleton import (
+    JOINT_INDEX,
+    JOINT_PARENTS,
+    JOINTS,
+    LANDMARKS,
+    Proportions,
+    face_landmark_offsets,
+    head_radii,
+    rest_positions,
+)
 
 SHAPE_KEYS = ("smile", "mouth_open", "eyes_closed")
 HAIR_STYLES = ("bald", "cap", "long", "bun", "ridge")

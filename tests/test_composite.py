@@ -5,9 +5,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render.backgrounds import (BackgroundError, FolderBackgrounds, ProceduralBackgrounds, load_background,
-                                procedural_background)
-from render.composite import CompositeConfig, Placement, alpha_box, composite, pose_image, sample_placement
+from render.backgrounds import (
+    BackgroundError,
+    FolderBackgrounds,
+    ProceduralBackgrounds,
+    load_background,
+    procedural_background,
+)
+from render.composite import (
+    CompositeConfig,
+    Placement,
+    alpha_box,
+    composite,
+    pose_image,
+    sample_placement,
+)
 
 SIZE = (128, 192)
 

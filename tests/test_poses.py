@@ -1,6 +1,12 @@
 import numpy as np
 
-from render.poses import A_POSE, JOINT_LIMITS, pose_collisions, posed_positions, sample_pose
+from render.poses import (
+    A_POSE,
+    JOINT_LIMITS,
+    pose_collisions,
+    posed_positions,
+    sample_pose,
+)
 from render.skeleton import Proportions, rest_positions
 
 

@@ -5,7 +5,13 @@ import pytest
 
 from render.characters import load_character
 from render.procedural import sample_params, write_character_glb
-from render.spec import SamplingRanges, SceneSpec, StandardView, sample_source_spec, standard_spec
+from render.spec import (
+    SamplingRanges,
+    SceneSpec,
+    StandardView,
+    sample_source_spec,
+    standard_spec,
+)
 
 
 def test_scene_spec_round_trips_through_json():

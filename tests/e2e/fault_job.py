@@ -6,8 +6,8 @@ import time
 from pathlib import Path
 
 from ray_jobs.config import config_hash, load_config
-from ray_jobs.ray_runner import run_ray
 from ray_jobs.jobs import character_files
+from ray_jobs.ray_runner import run_ray
 from ray_jobs.shardwork import plan_shards
 from render.config import RenderConfig
 from render.stage import RenderStage, plan_items
