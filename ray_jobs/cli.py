@@ -82,7 +82,7 @@ def cmd_composite(args) -> int:
 def cmd_characters(args) -> int:
     from render.procedural import generate_characters
 
-    paths = generate_characters(args.out, args.count, args.seed)
+    paths = generate_characters(args.out, args.count, args.seed, args.scheme, args.rest, args.roll)
     print(f"wrote {len(paths)} characters to {args.out}")
     return 0
 
@@ -188,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
     chars.add_argument("--out", required=True)
     chars.add_argument("--count", type=int, default=8)
     chars.add_argument("--seed", type=int, default=0)
+    chars.add_argument("--scheme", default="canonical",
+                       choices=("canonical", "mixamo", "vroid", "rigify", "unreal", "smpl"), help="bone names")
+    chars.add_argument("--rest", default="T", choices=("T", "A"), help="the rig's rest pose")
+    chars.add_argument("--roll", type=float, default=0.0, help="random bone rolls up to this many degrees")
     chars.set_defaults(run=cmd_characters)
 
     render = sub.add_parser("render", help="render synthetic pairs from a config")

@@ -11,10 +11,11 @@ import numpy as np
 from PIL import Image
 
 from render.bonemap import UnmappableRig, map_bones
-from render.geometry import quaternion_to_matrix, rotation_xyz, transform
+from render.geometry import quaternion_to_matrix, rotation_between, transform
 from render.gltf import Glb, GltfError
-from render.poses import Pose
-from render.skeleton import LANDMARKS, OPENPOSE_SOURCES, face_landmark_offsets
+from render.poses import Pose, joint_rotations
+from render.skeleton import (ALIGNED_BONES, FOLLOWS, JOINTS, LANDMARKS, OPENPOSE_SOURCES, face_landmark_offsets,
+                             rest_positions)
 
 HEAD_OUTLINE = ("head_top", "chin", "left_ear", "right_ear")
 
@@ -56,32 +57,48 @@ class Character:
         self.refresh_rest()
 
     def refresh_rest(self) -> None:
-        """Recompute the rest-pose world matrices (after nodes are added or changed)."""
-        self.global_rest = self._forward({})
+        """Recompute the rest-pose world matrices (after nodes are added or changed) and the
+        alignment of each mapped bone's rest direction to the canonical T-pose."""
+        self.global_rest = self._rest_globals()
         rotations = self.global_rest[:, :3, :3]
         scale = np.cbrt(np.maximum(np.abs(np.linalg.det(rotations)), 1e-12))
         self._rest_rotations = rotations / scale[:, None, None]  # scale-free rest frames
+        canonical = rest_positions()
+        position = {joint: self.global_rest[node][:3, 3] for joint, node in self.joint_nodes.items()}
+        self._alignment = {joint: np.eye(3) for joint in JOINTS}
+        for joint, child in ALIGNED_BONES.items():
+            if joint in position and child in position:
+                self._alignment[joint] = rotation_between(position[child] - position[joint],
+                                                          canonical[child] - canonical[joint])
+        for joint, leader in FOLLOWS.items():
+            self._alignment[joint] = self._alignment[leader]
 
     @property
     def shape_keys(self) -> list[str]:
         return sorted({name for p in self.primitives for name in p.morphs})
 
     def node_globals(self, pose: Pose) -> np.ndarray:
-        """World matrices of all nodes under ``pose``: each pose rotation is applied in the
-        joint's world-aligned rest frame, so the same pose looks alike on rigs with other bone rolls."""
-        deltas = {}
-        for joint, angles in pose.items():
-            node = self.joint_nodes.get(joint)
-            if node is not None:
-                rest = self._rest_rotations[node]
-                deltas[node] = transform(rest.T @ rotation_xyz(angles) @ rest)
-        return self._forward(deltas)
-
-    def _forward(self, deltas: dict[int, np.ndarray]) -> np.ndarray:
+        """World matrices of all nodes under ``pose`` (defined on the canonical T-posed skeleton):
+        a mapped joint's world rotation becomes pose x rest alignment x its own rest frame, so the
+        same pose looks alike on rigs at rest in a T- or an A-pose and with any bone rolls; other
+        nodes follow their parents."""
+        world = joint_rotations(pose)
+        joint_of = {node: joint for joint, node in self.joint_nodes.items()}
         out = np.empty_like(self.local_rest)
         for n in range(len(self.local_rest)):  # nodes are stored parents-first
-            local = self.local_rest[n] @ deltas[n] if n in deltas else self.local_rest[n]
-            out[n] = local if self.parents[n] < 0 else out[self.parents[n]] @ local
+            g = self.local_rest[n] if self.parents[n] < 0 else out[self.parents[n]] @ self.local_rest[n]
+            joint = joint_of.get(n)
+            if joint is not None:
+                g = g.copy()
+                scale = np.cbrt(max(abs(np.linalg.det(g[:3, :3])), 1e-12))
+                g[:3, :3] = world[joint] @ self._alignment[joint] @ self._rest_rotations[n] * scale
+            out[n] = g
+        return out
+
+    def _rest_globals(self) -> np.ndarray:
+        out = np.empty_like(self.local_rest)
+        for n in range(len(self.local_rest)):  # nodes are stored parents-first
+            out[n] = self.local_rest[n] if self.parents[n] < 0 else out[self.parents[n]] @ self.local_rest[n]
         return out
 
     def height(self) -> float:

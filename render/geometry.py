@@ -34,6 +34,42 @@ def quaternion_to_matrix(q) -> np.ndarray:
     ])
 
 
+def matrix_to_quaternion(m: np.ndarray) -> np.ndarray:
+    """3x3 rotation -> glTF quaternion (x, y, z, w), unit length, w >= 0."""
+    m = np.asarray(m, float)
+    trace = np.trace(m)
+    if trace > 0:
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [(m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s, 0.25 * s]
+    else:
+        i = int(np.argmax(np.diag(m)))
+        j, k = (i + 1) % 3, (i + 2) % 3
+        s = 2.0 * np.sqrt(1.0 + m[i, i] - m[j, j] - m[k, k])
+        q = [0.0, 0.0, 0.0, (m[k, j] - m[j, k]) / s]
+        q[i], q[j], q[k] = 0.25 * s, (m[j, i] + m[i, j]) / s, (m[k, i] + m[i, k]) / s
+    q = np.asarray(q) / np.linalg.norm(q)
+    return -q if q[3] < 0 else q
+
+
+def rotation_between(a, b) -> np.ndarray:
+    """The shortest-arc 3x3 rotation taking direction ``a`` to direction ``b``."""
+    a, b = np.asarray(a, float) / np.linalg.norm(a), np.asarray(b, float) / np.linalg.norm(b)
+    v, c = np.cross(a, b), float(a @ b)
+    if c < -1 + 1e-9:  # opposite: turn half way round any perpendicular axis
+        axis = np.cross(a, (1.0, 0.0, 0.0) if abs(a[0]) < 0.9 else (0.0, 1.0, 0.0))
+        axis /= np.linalg.norm(axis)
+        return 2 * np.outer(axis, axis) - np.eye(3)
+    vx = np.array([[0, -v[2], v[1]], [v[2], 0, -v[0]], [-v[1], v[0], 0]])
+    return np.eye(3) + vx + vx @ vx / (1 + c)
+
+
+def rotation_about(axis, degrees: float) -> np.ndarray:
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    x = np.radians(degrees)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(x) * k + (1 - np.cos(x)) * k @ k
+
+
 def look_at(eye, target, up=(0.0, 1.0, 0.0), roll_deg: float = 0.0) -> np.ndarray:
     """Camera-to-world pose (OpenGL convention: the camera looks down its -z axis)."""
     eye, target = np.asarray(eye, float), np.asarray(target, float)

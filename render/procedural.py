@@ -15,12 +15,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from render.bonemap import BONE_NAMES
+from render.geometry import matrix_to_quaternion, rotation_about, transform
 from render.gltf import ELEMENT_ARRAY_BUFFER, GlbBuilder
 from render.skeleton import (
     JOINT_INDEX,
     JOINT_PARENTS,
     JOINTS,
     LANDMARKS,
+    PRIMARY_CHILD,
     Proportions,
     face_landmark_offsets,
     head_radii,
@@ -369,10 +372,43 @@ def _shape_keys(positions, parts, marks, mouth_centre, mouth_w, eye_r) -> dict[s
     return {k: v.astype(np.float32) for k, v in morphs.items()}
 
 
-def write_character_glb(p: CharacterParams, path: str | Path) -> Path:
-    """Build the character of ``p`` and write it as a skinned, textured .glb with shape keys."""
-    arrays = build_character(p)
+def _rest_rig(arrays: dict, rest_pose: str, roll_degrees: float, seed: int) -> dict[str, np.ndarray]:
+    """World matrices of the joints at rest. "T" keeps the built T-pose; "A" bakes the A-pose into
+    the mesh, normals and shape keys (as A-pose rigs ship). ``roll_degrees`` turns each joint's
+    frame about its bone by a random angle up to that, as real rigs' bone rolls do: the frames
+    change, the mesh does not."""
+    from render.poses import A_POSE, joint_rotations, posed_positions
     rest = arrays["rest"]
+    pose = A_POSE if rest_pose == "A" else {}
+    if rest_pose not in ("A", "T"):
+        raise ValueError(f"rest pose {rest_pose!r}: use 'T' or 'A'")
+    rotations, positions = joint_rotations(pose), posed_positions(pose, rest)
+    globals_ = {j: transform(rotations[j], positions[j]) for j in JOINTS}
+    if pose:
+        skin = np.stack([globals_[j] @ transform(translation=-rest[j]) for j in JOINTS])
+        blended = np.einsum("nk,nkij->nij", arrays["weights"], skin[arrays["joints"]])
+        rotate = lambda v: np.einsum("nij,nj->ni", blended[:, :3, :3], v).astype(np.float32)  # noqa: E731
+        arrays["positions"] = (rotate(arrays["positions"]) + blended[:, :3, 3]).astype(np.float32)
+        arrays["normals"] = vertex_normals(arrays["positions"], arrays["faces"].astype(np.int64))
+        arrays["morphs"] = {k: rotate(v) for k, v in arrays["morphs"].items()}
+        arrays["landmarks"] = {k: positions[k] for k in arrays["landmarks"]}
+    rng = np.random.default_rng([seed, 0x2011])
+    for joint, child in PRIMARY_CHILD.items():
+        if roll_degrees:
+            axis = positions[child] - positions[joint]
+            roll = rotation_about(axis, float(rng.uniform(-roll_degrees, roll_degrees)))
+            globals_[joint][:3, :3] = roll @ globals_[joint][:3, :3]
+    return globals_
+
+
+def write_character_glb(p: CharacterParams, path: str | Path, scheme: str = "canonical", rest_pose: str = "T",
+                        roll_degrees: float = 0.0) -> Path:
+    """Build the character of ``p`` and write it as a skinned, textured .glb with shape keys, its
+    bones named after ``scheme`` (canonical, mixamo, vroid, rigify, unreal, smpl), at rest in the
+    ``rest_pose`` ("T" or "A") with random bone rolls up to ``roll_degrees``."""
+    arrays = build_character(p)
+    names = BONE_NAMES[scheme]
+    rig = _rest_rig(arrays, rest_pose, roll_degrees, p.seed)
     builder = GlbBuilder()
     gltf = builder.gltf
     attributes = {
@@ -399,23 +435,28 @@ def write_character_glb(p: CharacterParams, path: str | Path) -> Path:
     nodes = [{"name": "body", "mesh": 0, "skin": 0}]
     for joint in JOINTS:
         parent = JOINT_PARENTS[joint]
-        offset = rest[joint] - (rest[parent] if parent else 0)
-        nodes.append({"name": joint, "translation": [float(x) for x in offset]})
+        local = np.linalg.inv(rig[parent]) @ rig[joint] if parent else rig[joint]
+        node = {"name": names[joint], "translation": [float(x) for x in local[:3, 3]]}
+        if not np.allclose(local[:3, :3], np.eye(3), atol=1e-7):
+            node["rotation"] = [float(x) for x in matrix_to_quaternion(local[:3, :3])]
+        nodes.append(node)
+    head_inverse = np.linalg.inv(rig["head"])
     for name in LANDMARKS:
-        nodes.append({"name": f"kp_{name}", "translation": [float(x) for x in arrays["landmarks"][name] - rest["head"]]})
+        local = head_inverse @ np.append(arrays["landmarks"][name], 1.0)
+        nodes.append({"name": f"kp_{name}", "translation": [float(x) for x in local[:3]]})
         nodes[joint_node["head"]].setdefault("children", []).append(len(nodes) - 1)
     for joint in JOINTS:
         parent = JOINT_PARENTS[joint]
         if parent:
             nodes[joint_node[parent]].setdefault("children", []).append(joint_node[joint])
     gltf["nodes"] = nodes
-    inverse_bind = np.tile(np.eye(4, dtype=np.float32), (len(JOINTS), 1, 1))
-    inverse_bind[:, :3, 3] = -np.array([rest[j] for j in JOINTS])
-    gltf["skins"] = [{"name": "canonical", "joints": [joint_node[j] for j in JOINTS], "skeleton": joint_node["hips"],
+    inverse_bind = np.stack([np.linalg.inv(rig[j]) for j in JOINTS]).astype(np.float32)
+    gltf["skins"] = [{"name": scheme, "joints": [joint_node[j] for j in JOINTS], "skeleton": joint_node["hips"],
                       "inverseBindMatrices": builder.accessor(inverse_bind, "MAT4", target=None)}]
     gltf["scenes"] = [{"name": "character", "nodes": [0, joint_node["hips"]]}]
     gltf["scene"] = 0
-    gltf["asset"]["extras"] = {"pairforge": {"generator": "procedural", "version": 1, "params": p.to_json()}}
+    gltf["asset"]["extras"] = {"pairforge": {"generator": "procedural", "version": 1, "params": p.to_json(),
+                                             "scheme": scheme, "rest_pose": rest_pose, "roll_degrees": roll_degrees}}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
@@ -424,14 +465,17 @@ def write_character_glb(p: CharacterParams, path: str | Path) -> Path:
     return path
 
 
-def generate_characters(out_dir: str | Path, count: int, seed: int = 0) -> list[Path]:
+def generate_characters(out_dir: str | Path, count: int, seed: int = 0, scheme: str = "canonical",
+                        rest_pose: str = "T", roll_degrees: float = 0.0) -> list[Path]:
     """Write ``count`` characters as ``char-NNNN.glb``; character i uses seed (seed, i)."""
     out = Path(out_dir)
     paths = []
     for i in range(count):
-        paths.append(write_character_glb(sample_params(character_seed(seed, i)), out / f"char-{i:04d}.glb"))
+        paths.append(write_character_glb(sample_params(character_seed(seed, i)), out / f"char-{i:04d}.glb",
+                                         scheme, rest_pose, roll_degrees))
     (out / "characters.json").write_text(json.dumps(
-        {"seed": seed, "count": count, "files": [p.name for p in paths]}, indent=1))
+        {"seed": seed, "count": count, "scheme": scheme, "rest_pose": rest_pose, "roll_degrees": roll_degrees,
+         "files": [p.name for p in paths]}, indent=1))
     return paths
 
 

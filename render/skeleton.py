@@ -27,6 +27,20 @@ JOINTS: tuple[str, ...] = tuple(JOINT_PARENTS)  # parents always come before chi
 JOINT_INDEX = {name: i for i, name in enumerate(JOINTS)}
 REQUIRED_JOINTS = tuple(j for j in JOINTS if not j.endswith(("_shoulder", "_toes")))
 
+# The child whose direction is a joint's bone direction (the axis of its bone roll).
+PRIMARY_CHILD = {
+    "hips": "spine", "spine": "chest", "chest": "neck", "neck": "head",
+    **{f"{s}_{a}": f"{s}_{b}" for s in SIDES for a, b in (("shoulder", "upper_arm"), ("upper_arm", "lower_arm"),
+                                                          ("lower_arm", "hand"), ("upper_leg", "lower_leg"),
+                                                          ("lower_leg", "foot"), ("foot", "toes"))},
+}
+
+# Bones whose rest direction differs by rig convention (T- vs A-pose arms, bent rest legs), not by
+# anatomy: retargeting aligns these to the canonical T-pose. A hand follows its forearm.
+ALIGNED_BONES = {f"{s}_{a}": f"{s}_{b}" for s in SIDES for a, b in (
+    ("upper_arm", "lower_arm"), ("lower_arm", "hand"), ("upper_leg", "lower_leg"), ("lower_leg", "foot"))}
+FOLLOWS = {f"{s}_hand": f"{s}_lower_arm" for s in SIDES}
+
 # Face landmarks ride on the head joint; they give the keypoints a skeleton has no bones for.
 LANDMARKS = ("nose", "left_eye", "right_eye", "left_ear", "right_ear", "head_top", "chin")
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from render.characters import CharacterError, load_character, pose_character
-from render.procedural import SHAPE_KEYS, generate_characters, sample_params
+from render.procedural import SHAPE_KEYS, generate_characters, sample_params, write_character_glb
 from render.skeleton import JOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,10 +48,12 @@ def test_shape_keys_move_the_face(character_dir):
                     reason="gltf-validator not installed (run setup.sh)")
 def test_every_glb_passes_the_khronos_validator(tmp_path):
     paths = generate_characters(tmp_path, 6, seed=11)
+    paths += [write_character_glb(sample_params(3), tmp_path / f"{scheme}.glb", scheme, "A", 30.0)
+              for scheme in ("mixamo", "vroid", "rigify", "unreal", "smpl")]  # A-pose rests, rolled bones
     out = subprocess.run(["node", str(ROOT / "tests/tools/validate_gltf.js"), *map(str, paths)],
                          capture_output=True, text=True, check=True, cwd=ROOT)
     reports = [json.loads(line) for line in out.stdout.splitlines()]
-    assert len(reports) == 6
+    assert len(reports) == 11
     for report in reports:
         assert report["errors"] == 0, report["messages"]
         assert report["warnings"] == 0, report["messages"]
