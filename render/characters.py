@@ -14,8 +14,15 @@ from render.bonemap import UnmappableRig, map_bones
 from render.geometry import quaternion_to_matrix, rotation_between, transform
 from render.gltf import Glb, GltfError
 from render.poses import Pose, joint_rotations
-from render.skeleton import (ALIGNED_BONES, FOLLOWS, JOINTS, LANDMARKS, OPENPOSE_SOURCES, face_landmark_offsets,
-                             rest_positions)
+from render.skeleton import (
+    ALIGNED_BONES,
+    FOLLOWS,
+    JOINTS,
+    LANDMARKS,
+    OPENPOSE_SOURCES,
+    face_landmark_offsets,
+    rest_positions,
+)
 
 HEAD_OUTLINE = ("head_top", "chin", "left_ear", "right_ear")
 

@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from render.characters import CharacterError, load_character, pose_character
-from render.procedural import SHAPE_KEYS, generate_characters, sample_params, write_character_glb
+from render.procedural import (
+    SHAPE_KEYS,
+    generate_characters,
+    sample_params,
+    write_character_glb,
+)
 from render.skeleton import JOINTS
 
 ROOT = Path(__file__).resolve().parents[1]
