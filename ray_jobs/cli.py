@@ -121,6 +121,32 @@ def cmd_router(args) -> int:
     return 0
 
 
+def cmd_poses(args) -> int:
+    from collections import Counter
+
+    from render.motions import (
+        coverage_plot,
+        load_motions,
+        unique_poses,
+        write_pose_table,
+    )
+
+    motions, rejects = load_motions(args.motions)
+    if not motions:
+        raise FileNotFoundError(f"--motions {args.motions}: no usable motions ({'; '.join(rejects) or 'no .bvh files'})")
+    rows = unique_poses(motions, every=args.every, threshold=args.threshold)
+    table = write_pose_table(rows, args.out)
+    plot = coverage_plot(rows, Path(args.out).with_suffix(".png"))
+    frames = sum(len(m.poses) for m in motions)
+    print(f"{len(rows)} unique poses from {frames} frames of {len(motions)} motions -> {table}")
+    for name, n in sorted(Counter(r["motion"] for r in rows).items()):
+        print(f"  {name}: {n}")
+    for reason in rejects:
+        print(f"  rejected: {reason}")
+    print(f"coverage plot: {plot}")
+    return 0
+
+
 def cmd_status(args) -> int:
     from ray_jobs.status import job_status
 
@@ -220,6 +246,14 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_run_options(router)
     router.set_defaults(run=cmd_router)
+
+    poses = sub.add_parser("poses", help="unique poses from motions -> a pose table (jsonl) and a coverage plot")
+    poses.add_argument("--motions", default="builtin", help="a folder of .bvh files, or 'builtin' (18 clips)")
+    poses.add_argument("--out", required=True, help="the pose table, e.g. poses.jsonl (the plot goes beside it)")
+    poses.add_argument("--every", type=int, default=1, help="sample every Nth frame")
+    poses.add_argument("--threshold", type=float, default=0.015,
+                       help="drop poses within this mean joint distance (in body heights) of a kept one")
+    poses.set_defaults(run=cmd_poses)
 
     status = sub.add_parser("status", help="how far a job is, from its manifests (running, finished or dead)")
     status.add_argument("dir", help="the job's --out folder")

@@ -102,9 +102,12 @@ def config_dict(config) -> dict:
 
 
 def config_hash(config) -> str:
-    """Hash of the resolved config; it goes into every manifest."""
-    text = json.dumps(config_dict(config), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """Hash of the resolved config and of the contents of any files it names (``content_files()``);
+    it goes into every manifest, so a changed pose table is a changed config."""
+    digest = hashlib.sha256(json.dumps(config_dict(config), sort_keys=True, separators=(",", ":")).encode())
+    for path in getattr(config, "content_files", list)():
+        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def write_resolved(config, directory: Path) -> Path:

@@ -36,6 +36,11 @@ SCHEMES: dict[str, dict[str, str]] = {
         "J_Bip_{S}_LowerArm": "{side}_lower_arm", "J_Bip_{S}_Hand": "{side}_hand",
         "J_Bip_{S}_UpperLeg": "{side}_upper_leg", "J_Bip_{S}_LowerLeg": "{side}_lower_leg",
         "J_Bip_{S}_Foot": "{side}_foot", "J_Bip_{S}_ToeBase": "{side}_toes"}),
+    "cmu": _sided({  # CMU / Mixamo-style BVH without the mixamorig: prefix
+        "Hips": "hips", "Spine": "spine", "Spine1": "chest", "Neck": "neck", "Head": "head",
+        "{Side}Shoulder": "{side}_shoulder", "{Side}Arm": "{side}_upper_arm", "{Side}ForeArm": "{side}_lower_arm",
+        "{Side}Hand": "{side}_hand", "{Side}UpLeg": "{side}_upper_leg", "{Side}Leg": "{side}_lower_leg",
+        "{Side}Foot": "{side}_foot", "{Side}ToeBase": "{side}_toes"}),
     "rigify": _sided({
         "DEF-spine": "hips", "DEF-spine.001": "spine", "DEF-spine.002": "chest", "DEF-spine.004": "neck",
         "DEF-spine.006": "head", "DEF-shoulder.{S}": "{side}_shoulder", "DEF-upper_arm.{S}": "{side}_upper_arm",

@@ -15,6 +15,17 @@ def rotation_xyz(degrees) -> np.ndarray:
     return mz @ my @ mx
 
 
+def euler_xyz(m: np.ndarray) -> np.ndarray:
+    """3x3 rotation -> the (rx, ry, rz) degrees that rotation_xyz turns back into it."""
+    m = np.asarray(m, float)
+    ry = np.arcsin(np.clip(-m[2, 0], -1.0, 1.0))
+    if abs(m[2, 0]) < 1 - 1e-9:
+        rx, rz = np.arctan2(m[2, 1], m[2, 2]), np.arctan2(m[1, 0], m[0, 0])
+    else:  # gimbal lock: put everything in rz
+        rx, rz = 0.0, np.arctan2(-m[0, 1], m[1, 1])
+    return np.degrees([rx, ry, rz])
+
+
 def transform(rotation: np.ndarray | None = None, translation=None) -> np.ndarray:
     m = np.eye(4)
     if rotation is not None:

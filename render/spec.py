@@ -97,8 +97,10 @@ def _warm_light(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 def sample_source_spec(ranges: SamplingRanges, seed: int, job_seed: int, character_id: str, character_file: str,
-                       pose_id: int, view_id: int, shape_keys: list[str], resolution: tuple[int, int]) -> SceneSpec:
-    """The non-standard spec of one sample: a pure function of its seed and ids."""
+                       pose_id: int, view_id: int, shape_keys: list[str], resolution: tuple[int, int],
+                       pose: Pose | None = None) -> SceneSpec:
+    """The non-standard spec of one sample: a pure function of its seed and ids (``pose`` given
+    by a pose table, or drawn from ``pose_id``)."""
     rng = np.random.default_rng(seed)
     u = lambda lo_hi: round(float(rng.uniform(*lo_hi)), 4)  # noqa: E731
     camera = CameraSpec(mode="orbit", azimuth_deg=u(ranges.azimuth_deg), elevation_deg=u(ranges.elevation_deg),
@@ -109,7 +111,8 @@ def sample_source_spec(ranges: SamplingRanges, seed: int, job_seed: int, charact
     expression = {}
     if shape_keys and rng.uniform() < ranges.expression_probability:
         expression = {name: u((0.0, ranges.expression_max)) for name in shape_keys if rng.uniform() < 0.6}
-    return SceneSpec(character_id, character_file, pose_id, pose_for(job_seed, pose_id, ranges.pose_activity),
+    pose = pose if pose is not None else pose_for(job_seed, pose_id, ranges.pose_activity)
+    return SceneSpec(character_id, character_file, pose_id, pose,
                      camera, (key, fill_light), u(ranges.ambient), expression, tuple(resolution), "transparent",
                      view_id)
 

@@ -26,7 +26,7 @@ def plan_items(config: RenderConfig, character_files: list[str]) -> list[dict]:
     items = []
     for c, path in enumerate(character_files):
         rng = np.random.default_rng([config.seed, 0xC4A2, c])
-        poses = sorted(rng.choice(config.pose_count, size=config.poses_per_character, replace=False).tolist())
+        poses = sorted(rng.choice(config.pose_total(), size=config.poses_per_character, replace=False).tolist())
         for pose_id in poses:
             for view in range(config.views_per_pose):
                 key = sample_key(c, pose_id, view)
@@ -47,11 +47,15 @@ class RenderStage(Stage):
         self.backend = None
         self._character: Character | None = None
         self._failed: tuple[str, str] | None = None  # (path, reason) of a character that did not load
+        self._pose_table: list | None = None
         self._standard: dict | None = None
 
     def setup(self) -> None:
         from render.backends import make_backend
+        from render.motions import read_pose_table
         self.backend = make_backend(self.config.backend)
+        self._pose_table = [row["pose"] for row in read_pose_table(self.config.pose_table)] \
+            if self.config.pose_table else None
 
     def teardown(self) -> None:
         if self.backend is not None:
@@ -97,7 +101,8 @@ class RenderStage(Stage):
         character = self._character
         spec = sample_source_spec(self.config.scene, item["seed"], self.config.seed, character.id,
                                   Path(item["character_file"]).name, item["pose_id"], item["view_id"],
-                                  character.shape_keys, self.config.resolution)
+                                  character.shape_keys, self.config.resolution,
+                                  self._pose_table[item["pose_id"]] if self._pose_table else None)
         result = self.backend.render(spec)
         if not result["mask"].any():
             raise ValueError("empty render: the character is not in view")
