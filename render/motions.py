@@ -44,9 +44,57 @@ def _axis_rotation(axis: str, degrees: np.ndarray) -> np.ndarray:
     return m
 
 
+def _parse_hierarchy(tokens: list[str], name: str):
+    """BVH tokens -> (joint names, parents, offsets, channels, index of MOTION)."""
+    names, parents, offsets, channels, stack, i = [], [], [], [], [], 1
+    while tokens[i] != "MOTION":
+        word = tokens[i]
+        if word in ("ROOT", "JOINT"):
+            names.append(tokens[i + 1])
+            parents.append(stack[-1] if stack else -1)
+            offsets.append(np.zeros(3))
+            channels.append([])
+            i += 2
+        elif word == "{":
+            stack.append(len(names) - 1)
+            i += 1
+        elif word == "}":
+            stack.pop()
+            i += 1
+        elif word == "End":  # End Site { OFFSET x y z }: no joint, skip it whole
+            i += 8
+        elif word == "OFFSET":
+            offsets[-1] = np.array(tokens[i + 1:i + 4], dtype=float)
+            i += 4
+        elif word == "CHANNELS":
+            count = int(tokens[i + 1])
+            channels[-1] = tokens[i + 2:i + 2 + count]
+            i += 2 + count
+        else:
+            raise MotionError(f"{name}: unexpected {word!r} in the hierarchy")
+    return names, parents, offsets, channels, i
+
+
+def _file_axes(names: list[str], parents: list[int], offsets: list[np.ndarray], mapping: dict[str, str]) -> np.ndarray:
+    """Rows: the file's directions of our x (the character's left), y (up) and z (forward), found
+    from its rest skeleton, so y-up and z-up files (Blender's) read alike."""
+    position = []
+    for k, offset in enumerate(offsets):
+        position.append(offset + (position[parents[k]] if parents[k] >= 0 else 0))
+    at = {joint: position[names.index(bone)] for joint, bone in mapping.items()}
+    up = at["head"] - at["hips"]
+    left = at["left_upper_leg"] - at["right_upper_leg"]
+    snap = lambda v: np.eye(3)[np.argmax(np.abs(v))] * np.sign(v[np.argmax(np.abs(v))])  # noqa: E731
+    up, left = snap(up), snap(left)
+    if abs(up @ left) > 0.5:
+        raise MotionError("cannot tell up from left in the rest skeleton")
+    return np.stack([left, up, np.cross(left, up)])
+
+
 def read_bvh(path: str | Path) -> Motion:
-    """A BVH file -> a canonical Motion. Rotations are taken relative to the file's rest (its
-    OFFSETs, assumed a T-pose in world-aligned frames, y up); root translation is dropped."""
+    """A BVH file -> a canonical Motion. Rotations are relative to the file's rest (its OFFSETs, a
+    T-pose in world-aligned frames); y-up and z-up files are both understood; root translation
+    is dropped."""
     path = Path(path)
     try:
         text = path.read_text(errors="strict")
@@ -55,35 +103,14 @@ def read_bvh(path: str | Path) -> Motion:
     tokens = text.split()
     if not tokens or tokens[0] != "HIERARCHY" or "MOTION" not in tokens:
         raise MotionError(f"{path.name}: not a BVH file (no HIERARCHY/MOTION sections)")
-    names, channels, stack, i = [], [], [], 1
     try:
-        while tokens[i] != "MOTION":
-            word = tokens[i]
-            if word in ("ROOT", "JOINT"):
-                names.append(tokens[i + 1])
-                channels.append([])
-                i += 2
-            elif word == "End":  # End Site { OFFSET x y z }
-                depth, i = 0, i + 2
-                while True:
-                    depth += tokens[i] == "{"
-                    depth -= tokens[i] == "}"
-                    i += 1
-                    if depth == 0:
-                        break
-            elif word == "CHANNELS":
-                count = int(tokens[i + 1])
-                channels[-1] = tokens[i + 2:i + 2 + count]
-                i += 2 + count
-            elif word == "OFFSET":
-                i += 4
-            else:
-                stack.append(word) if word == "{" else None
-                i += 1
-        frames = int(tokens[tokens.index("Frames:") + 1])
-        frame_time = float(tokens[tokens.index("Time:") + 1])
-        values = np.array(tokens[tokens.index("Time:") + 2:], dtype=float)
+        names, parents, offsets, channels, i = _parse_hierarchy(tokens, path.name)
+        frames = int(tokens[tokens.index("Frames:", i) + 1])
+        frame_time = float(tokens[tokens.index("Time:", i) + 1])
+        values = np.array(tokens[tokens.index("Time:", i) + 2:], dtype=float)
     except (IndexError, ValueError) as error:
+        if isinstance(error, MotionError):
+            raise
         raise MotionError(f"{path.name}: malformed BVH ({error})") from None
     width = sum(len(c) for c in channels)
     if width == 0 or frames <= 0 or len(values) < frames * width:
@@ -94,6 +121,7 @@ def read_bvh(path: str | Path) -> Motion:
         mapping = map_bones(names)
     except UnmappableRig as error:
         raise MotionError(f"{path.name}: joints do not map to the humanoid skeleton: {error}") from None
+    axes = _file_axes(names, parents, offsets, mapping)
     column, per_joint = 0, {}
     for name, chans in zip(names, channels):
         rotation = np.tile(np.eye(3), (frames, 1, 1))
@@ -102,7 +130,7 @@ def read_bvh(path: str | Path) -> Motion:
                 rotation = rotation @ _axis_rotation(_AXES[channel], data[:, column + k])
             elif not channel.endswith("position"):
                 raise MotionError(f"{path.name}: unknown channel {channel!r} on {name}")
-        per_joint[name] = rotation
+        per_joint[name] = axes @ rotation @ axes.T  # into our axes
         column += len(chans)
     poses = []
     for f in range(frames):
