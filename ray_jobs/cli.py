@@ -127,6 +127,7 @@ def cmd_poses(args) -> int:
     from render.motions import (
         coverage_plot,
         load_motions,
+        motion_manifest,
         unique_poses,
         write_pose_table,
     )
@@ -137,6 +138,8 @@ def cmd_poses(args) -> int:
     rows = unique_poses(motions, every=args.every, threshold=args.threshold)
     table = write_pose_table(rows, args.out)
     plot = coverage_plot(rows, Path(args.out).with_suffix(".png"))
+    library = Path(args.out).with_suffix(".motions.json")
+    library.write_text(json.dumps(motion_manifest(motions, rows), indent=1))
     frames = sum(len(m.poses) for m in motions)
     print(f"{len(rows)} unique poses from {frames} frames of {len(motions)} motions -> {table}")
     for name, n in sorted(Counter(r["motion"] for r in rows).items()):
@@ -144,6 +147,7 @@ def cmd_poses(args) -> int:
     for reason in rejects:
         print(f"  rejected: {reason}")
     print(f"coverage plot: {plot}")
+    print(f"motion library: {library}")
     return 0
 
 
@@ -248,7 +252,8 @@ def build_parser() -> argparse.ArgumentParser:
     router.set_defaults(run=cmd_router)
 
     poses = sub.add_parser("poses", help="unique poses from motions -> a pose table (jsonl) and a coverage plot")
-    poses.add_argument("--motions", default="builtin", help="a folder of .bvh files, or 'builtin' (18 clips)")
+    poses.add_argument("--motions", default="builtin",
+                       help="a folder of .bvh files and animated .glb characters, or 'builtin' (18 clips)")
     poses.add_argument("--out", required=True, help="the pose table, e.g. poses.jsonl (the plot goes beside it)")
     poses.add_argument("--every", type=int, default=1, help="sample every Nth frame")
     poses.add_argument("--threshold", type=float, default=0.015,

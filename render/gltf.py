@@ -28,6 +28,14 @@ class GlbBuilder:
                            "buffers": [], "bufferViews": [], "accessors": []}
         self._blob = bytearray()
 
+    @classmethod
+    def from_glb(cls, glb: "Glb") -> "GlbBuilder":
+        """Start from an existing file, to add to it."""
+        builder = cls()
+        builder.gltf = glb.gltf
+        builder._blob = bytearray(glb.blob)
+        return builder
+
     def _view(self, data: bytes, target: int | None = None) -> int:
         while len(self._blob) % 4:
             self._blob.append(0)

@@ -25,6 +25,7 @@ class Motion:
     name: str
     frame_time: float
     poses: list[Pose]  # one canonical pose per frame
+    source: str = ""   # the file it came from, or "builtin"
 
 
 # -- BVH ---------------------------------------------------------------------------------------
@@ -324,17 +325,34 @@ def read_pose_table(path: str | Path) -> list[dict]:
 
 
 def load_motions(folder: str | Path | None) -> tuple[list[Motion], list[str]]:
-    """The built-in clips (folder None or "builtin"), or every .bvh under a folder; returns the
-    motions and the reasons of the files rejected."""
+    """The built-in clips (folder None or "builtin"), or every .bvh and animated .glb under a
+    folder; returns the motions (each with its ``source``) and the reasons of the files rejected."""
     if folder in (None, "builtin"):
-        return [builtin_motion(name) for name in CLIPS], []
+        motions = [builtin_motion(name) for name in CLIPS]
+        for motion in motions:
+            motion.source = "builtin"
+        return motions, []
     motions, rejects = [], []
-    for path in sorted(Path(folder).rglob("*.bvh")):
+    for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".bvh", ".glb")):
         try:
-            motions.append(read_bvh(path))
+            found = [read_bvh(path)] if path.suffix.lower() == ".bvh" else read_gltf_animations(path)
         except MotionError as error:
             rejects.append(str(error))
+            continue
+        for motion in found:
+            motion.source = str(path)
+        motions += found
     return motions, rejects
+
+
+def motion_manifest(motions: list[Motion], rows: list[dict]) -> dict:
+    """The motion library: each motion's source, frames, frame rate and unique poses kept."""
+    kept: dict[str, int] = {}
+    for row in rows:
+        kept[row["motion"]] = kept.get(row["motion"], 0) + 1
+    return {"motions": [{"name": m.name, "source": m.source, "frames": len(m.poses),
+                         "fps": round(1.0 / m.frame_time, 3), "unique_poses": kept.get(m.name, 0)} for m in motions],
+            "unique_poses": len(rows)}
 
 
 
@@ -373,3 +391,100 @@ def coverage_plot(rows: list[dict], path: str | Path, bins: int = 24) -> Path:
     path = Path(path)
     image.save(path)
     return path
+
+
+# -- glTF animation clips ------------------------------------------------------------------------
+
+def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
+    q1 = q1 if q0 @ q1 >= 0 else -q1
+    q = (1 - w) * q0 + w * q1  # normalised lerp: close to slerp for the small steps between keys
+    return q / np.linalg.norm(q)
+
+
+def read_gltf_animations(path: str | Path, fps: float = 30.0) -> list[Motion]:
+    """The animation clips of a rigged .glb -> canonical Motions (the rig's rest pose, bone rolls
+    and naming are undone by the same mapping that poses it)."""
+    from render.characters import CharacterError, load_character
+    from render.geometry import quaternion_to_matrix
+    from render.gltf import Glb, GltfError
+
+    path = Path(path)
+    try:
+        char = load_character(path)
+        glb = Glb.load(path)
+    except (CharacterError, GltfError) as error:
+        raise MotionError(f"{path.name}: {error}") from None
+    index = {name: i for i, name in enumerate(char.node_names)}
+    motions = []
+    for number, animation in enumerate(glb.gltf.get("animations", [])):
+        tracks = {}
+        for channel in animation["channels"]:
+            target = channel["target"]
+            if target.get("path") != "rotation" or "node" not in target:
+                continue
+            sampler = animation["samplers"][channel["sampler"]]
+            name = glb.gltf["nodes"][target["node"]].get("name", f"node{target['node']}")
+            tracks[index[name]] = (glb.read(sampler["input"]).astype(float), glb.read(sampler["output"]).astype(float))
+        if not tracks:
+            continue
+        end = max(times[-1] for times, _ in tracks.values())
+        poses = []
+        for t in np.arange(0.0, end + 1e-9, 1.0 / fps):
+            local = char.local_rest.copy()
+            for node, (times, quats) in tracks.items():
+                k = int(np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 1))
+                nxt = min(k + 1, len(times) - 1)
+                w = 0.0 if nxt == k else float(np.clip((t - times[k]) / (times[nxt] - times[k]), 0, 1))
+                scale = np.cbrt(abs(np.linalg.det(local[node][:3, :3])))
+                local[node][:3, :3] = quaternion_to_matrix(_slerp(quats[k], quats[nxt], w)) * scale
+            world = np.empty_like(local)
+            for n in range(len(local)):
+                world[n] = local[n] if char.parents[n] < 0 else world[char.parents[n]] @ local[n]
+            canonical_world, pose = {}, {}
+            for joint in JOINTS:
+                node = char.joint_nodes.get(joint)
+                parent = JOINT_PARENTS[joint]
+                parent_world = canonical_world[parent] if parent else np.eye(3)
+                if node is None:
+                    canonical_world[joint] = parent_world
+                    continue
+                rotation = world[node][:3, :3] / np.cbrt(abs(np.linalg.det(world[node][:3, :3])))
+                # posed world = W x alignment x rest frame  =>  W = posed x rest^T x alignment^T
+                canonical_world[joint] = rotation @ char._rest_rotations[node].T @ char._alignment[joint].T
+                angles = euler_xyz(parent_world.T @ canonical_world[joint])
+                if np.abs(angles).max() > 1e-4:
+                    pose[joint] = [round(float(a), 4) for a in angles]
+            poses.append(pose)
+        motions.append(Motion(animation.get("name", f"{path.stem}-{number}"), 1.0 / fps, poses))
+    return motions
+
+
+def add_gltf_animation(glb_path: str | Path, motion: Motion, out_path: str | Path) -> Path:
+    """Write ``glb_path`` again with ``motion`` as a glTF animation clip on its own rig (local
+    rotations of the mapped joints, one key per frame)."""
+    from render.characters import load_character
+    from render.geometry import matrix_to_quaternion
+    from render.gltf import Glb, GlbBuilder
+
+    char = load_character(glb_path)
+    builder = GlbBuilder.from_glb(Glb.load(glb_path))
+    file_index = {node.get("name"): i for i, node in enumerate(builder.gltf["nodes"])}
+    frames = [char.node_globals(pose) for pose in motion.poses]
+    times = builder.accessor(np.arange(len(frames), dtype=np.float32) * np.float32(motion.frame_time), "SCALAR",
+                             target=None, with_bounds=True)
+    channels, samplers = [], []
+    for joint, node in char.joint_nodes.items():
+        parent = char.parents[node]
+        quats = []
+        for world in frames:
+            local = world[node] if parent < 0 else np.linalg.inv(world[parent]) @ world[node]
+            rotation = local[:3, :3] / np.cbrt(abs(np.linalg.det(local[:3, :3])))
+            quats.append(matrix_to_quaternion(rotation))
+        samplers.append({"input": times, "output": builder.accessor(np.array(quats, np.float32), "VEC4", target=None),
+                         "interpolation": "LINEAR"})
+        channels.append({"sampler": len(samplers) - 1,
+                         "target": {"node": file_index[char.node_names[node]], "path": "rotation"}})
+    builder.gltf.setdefault("animations", []).append({"name": motion.name, "channels": channels, "samplers": samplers})
+    out_path = Path(out_path)
+    out_path.write_bytes(builder.to_bytes())
+    return out_path

@@ -83,11 +83,8 @@ def test_broken_assets_are_refused_with_a_reason(tmp_path, character_dir):
 
 def _rewrite(good: Path, out: Path, edit) -> Path:
     from render.gltf import Glb, GlbBuilder
-    glb = Glb.load(good)
-    edit(glb.gltf)
-    builder = GlbBuilder()
-    builder.gltf = glb.gltf
-    builder._blob = bytearray(glb.blob)
+    builder = GlbBuilder.from_glb(Glb.load(good))
+    edit(builder.gltf)
     out.write_bytes(builder.to_bytes())
     return out
 

@@ -123,3 +123,21 @@ def test_bvh_written_by_blenders_exporter_round_trips_into_the_same_rotations(tm
     assert "Zposition" in (tmp_path / "blender.bvh").read_text()
     again = read_bvh(tmp_path / "blender.bvh")
     assert max(_same_rotations(a, b) for a, b in zip(motion.poses, again.poses)) < 1e-3
+
+
+def test_gltf_animation_clips_read_back_on_any_rig(tmp_path, capsys):
+    """A clip keyed on an A-pose Mixamo rig with rolled bones reads back as the canonical poses."""
+    from render.motions import add_gltf_animation, read_gltf_animations
+    from render.procedural import sample_params, write_character_glb
+    motion = builtin_motion("kick", frames=8)
+    rig = write_character_glb(sample_params(4), tmp_path / "rig.glb", "mixamo", "A", 25.0)
+    (tmp_path / "motions").mkdir()
+    clip = add_gltf_animation(rig, motion, tmp_path / "motions" / "kick.glb")
+    again = read_gltf_animations(clip)
+    assert len(again) == 1 and len(again[0].poses) == 8
+    assert max(_same_rotations(a, b) for a, b in zip(motion.poses, again[0].poses)) < 1e-3
+    write_bvh(builtin_motion("walk", frames=8), tmp_path / "motions" / "walk.bvh")
+    assert main(["poses", "--motions", str(tmp_path / "motions"), "--out", str(tmp_path / "t.jsonl")]) == 0
+    library = json.loads((tmp_path / "t.motions.json").read_text())
+    assert {m["name"] for m in library["motions"]} == {"kick", "walk"}
+    assert sum(m["unique_poses"] for m in library["motions"]) == library["unique_poses"] > 2
