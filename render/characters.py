@@ -11,12 +11,13 @@ import numpy as np
 from PIL import Image
 
 from render.bonemap import UnmappableRig, map_bones
-from render.geometry import quaternion_to_matrix, rotation_between, transform
+from render.geometry import euler_xyz, quaternion_to_matrix, rotation_between, transform
 from render.gltf import Glb, GltfError
 from render.poses import Pose, joint_rotations
 from render.skeleton import (
     ALIGNED_BONES,
     FOLLOWS,
+    JOINT_PARENTS,
     JOINTS,
     LANDMARKS,
     OPENPOSE_SOURCES,
@@ -101,6 +102,25 @@ class Character:
                 g[:3, :3] = world[joint] @ self._alignment[joint] @ self._rest_rotations[n] * scale
             out[n] = g
         return out
+
+    def pose_from_world(self, world: np.ndarray) -> Pose:
+        """The inverse of node_globals: world matrices of this rig's nodes -> the canonical pose."""
+        canonical_world: dict[str, np.ndarray] = {}
+        pose: Pose = {}
+        for joint in JOINTS:
+            parent = JOINT_PARENTS[joint]
+            parent_world = canonical_world[parent] if parent else np.eye(3)
+            node = self.joint_nodes.get(joint)
+            if node is None:
+                canonical_world[joint] = parent_world
+                continue
+            rotation = world[node][:3, :3] / np.cbrt(abs(np.linalg.det(world[node][:3, :3])))
+            # posed = W x alignment x rest frame  =>  W = posed x rest^T x alignment^T
+            canonical_world[joint] = rotation @ self._rest_rotations[node].T @ self._alignment[joint].T
+            angles = euler_xyz(parent_world.T @ canonical_world[joint])
+            if np.abs(angles).max() > 1e-4:
+                pose[joint] = [round(float(a), 4) for a in angles]
+        return pose
 
     def _rest_globals(self) -> np.ndarray:
         out = np.empty_like(self.local_rest)

@@ -440,21 +440,7 @@ def read_gltf_animations(path: str | Path, fps: float = 30.0) -> list[Motion]:
             world = np.empty_like(local)
             for n in range(len(local)):
                 world[n] = local[n] if char.parents[n] < 0 else world[char.parents[n]] @ local[n]
-            canonical_world, pose = {}, {}
-            for joint in JOINTS:
-                node = char.joint_nodes.get(joint)
-                parent = JOINT_PARENTS[joint]
-                parent_world = canonical_world[parent] if parent else np.eye(3)
-                if node is None:
-                    canonical_world[joint] = parent_world
-                    continue
-                rotation = world[node][:3, :3] / np.cbrt(abs(np.linalg.det(world[node][:3, :3])))
-                # posed world = W x alignment x rest frame  =>  W = posed x rest^T x alignment^T
-                canonical_world[joint] = rotation @ char._rest_rotations[node].T @ char._alignment[joint].T
-                angles = euler_xyz(parent_world.T @ canonical_world[joint])
-                if np.abs(angles).max() > 1e-4:
-                    pose[joint] = [round(float(a), 4) for a in angles]
-            poses.append(pose)
+            poses.append(char.pose_from_world(world))
         motions.append(Motion(animation.get("name", f"{path.stem}-{number}"), 1.0 / fps, poses))
     return motions
 
