@@ -6,6 +6,7 @@ renamed into place, so no partial shard is ever visible."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -25,6 +26,7 @@ def connect(address: str | None) -> dict:
     embedded local Ray with this machine's CPUs. Inside ``ray job submit`` (RAY_ADDRESS is set)
     the job's cluster is joined. Returns the cluster's resources."""
     address = address or os.environ.get("RAY_ADDRESS")
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar and summary say it
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)

@@ -41,7 +41,7 @@ class RunSummary:
         out = [f"done: {self.done} samples in {self.shards_total} shards "
                f"({self.shards_skipped} already complete, skipped) on the {self.runner} runner; "
                f"{rate:.1f} samples/s over {self.seconds:.1f} s"
-               + (f" (+ {self.startup_seconds:.1f} s starting Ray)" if self.startup_seconds else ""),
+               + (f" (+ {self.startup_seconds:.1f} s starting Ray)" if self.startup_seconds >= 0.05 else ""),
                f"rejected: {self.rejected}"]
         out += [f"  {n} x {reason}" for reason, n in self.reasons.most_common()]
         out.append(f"shards: {self.out_dir}")
