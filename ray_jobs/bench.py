@@ -123,7 +123,7 @@ def bench_composite(samples: int = 200, resolution=(512, 768)) -> dict:
             backend.load(character)
             for k in range(4):
                 spec = sample_source_spec(SamplingRanges(), k, 0, character.id, path.name, k, 0,
-                                          character.shape_keys, tuple(resolution))
+                                          character.expressions, tuple(resolution))
                 result = backend.render(spec)
                 sources.append((result["rgba"], result["keypoints"]))
     backend.close()

@@ -11,6 +11,7 @@ import numpy as np
 from PIL import Image
 
 from render.bonemap import UnmappableRig, map_bones
+from render.expressions import expression_map
 from render.geometry import euler_xyz, quaternion_to_matrix, rotation_between, transform
 from render.gltf import Glb, GltfError
 from render.poses import Pose, joint_rotations
@@ -85,6 +86,11 @@ class Character:
     def shape_keys(self) -> list[str]:
         return sorted({name for p in self.primitives for name in p.morphs})
 
+    @property
+    def expressions(self) -> list[str]:
+        """The canonical expressions this character's shape keys can show (render.expressions)."""
+        return sorted(expression_map(self.shape_keys))
+
     def node_globals(self, pose: Pose) -> np.ndarray:
         """World matrices of all nodes under ``pose`` (defined on the canonical T-posed skeleton):
         a mapped joint's world rotation becomes pose x rest alignment x its own rest frame, so the
@@ -149,13 +155,16 @@ class PosedCharacter:
 
 
 def pose_character(char: Character, pose: Pose, expression: dict[str, float] | None = None) -> PosedCharacter:
-    """Shape keys, then linear-blend skinning of every primitive under ``pose``."""
+    """Shape keys (``expression`` by canonical name, see render.expressions), then linear-blend
+    skinning of every primitive under ``pose``."""
     globals_ = char.node_globals(pose)
+    keys = expression_map(char.shape_keys) if expression else {}
+    weights = {key: weight for name, weight in (expression or {}).items() for key in keys.get(name, ())}
     skin = globals_[char.skin_nodes] @ char.inverse_bind
     positions, normals = [], []
     for prim in char.primitives:
         base = prim.positions
-        for name, weight in (expression or {}).items():
+        for name, weight in weights.items():
             if weight and name in prim.morphs:
                 base = base + np.float32(weight) * prim.morphs[name]
         blended = np.einsum("nk,nkij->nij", prim.weights, skin[prim.joints])

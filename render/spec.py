@@ -97,7 +97,7 @@ def _warm_light(rng: np.random.Generator) -> tuple[float, float, float]:
 
 
 def sample_source_spec(ranges: SamplingRanges, seed: int, job_seed: int, character_id: str, character_file: str,
-                       pose_id: int, view_id: int, shape_keys: list[str], resolution: tuple[int, int],
+                       pose_id: int, view_id: int, expressions: list[str], resolution: tuple[int, int],
                        pose: Pose | None = None) -> SceneSpec:
     """The non-standard spec of one sample: a pure function of its seed and ids (``pose`` given
     by a pose table, or drawn from ``pose_id``)."""
@@ -109,8 +109,8 @@ def sample_source_spec(ranges: SamplingRanges, seed: int, job_seed: int, charact
     key = LightSpec(u((-70, 70)), u((10, 60)), u(ranges.key_light_intensity), _warm_light(rng))
     fill_light = LightSpec(-key.azimuth_deg + u((-20, 20)), u((0, 30)), round(key.intensity * u((0.2, 0.5)), 4))
     expression = {}
-    if shape_keys and rng.uniform() < ranges.expression_probability:
-        expression = {name: u((0.0, ranges.expression_max)) for name in shape_keys if rng.uniform() < 0.6}
+    if expressions and rng.uniform() < ranges.expression_probability:
+        expression = {name: u((0.0, ranges.expression_max)) for name in expressions if rng.uniform() < 0.6}
     pose = pose if pose is not None else pose_for(job_seed, pose_id, ranges.pose_activity)
     return SceneSpec(character_id, character_file, pose_id, pose,
                      camera, (key, fill_light), u(ranges.ambient), expression, tuple(resolution), "transparent",

@@ -101,7 +101,7 @@ class RenderStage(Stage):
         character = self._character
         spec = sample_source_spec(self.config.scene, item["seed"], self.config.seed, character.id,
                                   Path(item["character_file"]).name, item["pose_id"], item["view_id"],
-                                  character.shape_keys, self.config.resolution,
+                                  character.expressions, self.config.resolution,
                                   self._pose_table[item["pose_id"]] if self._pose_table else None)
         result = self.backend.render(spec)
         if not result["mask"].any():

@@ -107,3 +107,35 @@ def make_cyclic(good: Path, tmp: Path) -> Path:
     def edit(gltf):
         gltf["nodes"][2].setdefault("children", []).append(1)  # spine -> hips: a loop
     return _rewrite(good, tmp / "cyclic.glb", edit)
+
+
+def test_expressions_drive_each_pipelines_own_shape_keys(tmp_path, character_dir):
+    """Specs name canonical expressions; a rig with ARKit blendshapes shows them through its keys."""
+    good = sorted(character_dir.glob("*.glb"))[0]
+
+    def arkit(gltf):
+        order = gltf["meshes"][0]["extras"]["targetNames"]  # smile, mouth_open, eyes_closed
+        arkit_names = {"smile": "mouthSmileLeft", "mouth_open": "jawOpen", "eyes_closed": "eyeBlink"}
+        gltf["meshes"][0]["extras"]["targetNames"] = [arkit_names[n] for n in order]
+    arkit_rig = load_character(_rewrite(good, tmp_path / "arkit.glb", arkit))
+    canonical = load_character(good)
+    assert arkit_rig.expressions == ["mouth_open"]  # smile needs both mouthSmile sides, blink both eyes
+    for name in ("mouth_open",):
+        a = pose_character(arkit_rig, {}, {name: 1.0}).positions[0]
+        b = pose_character(canonical, {}, {name: 1.0}).positions[0]
+        assert np.array_equal(a, b)
+    neutral = pose_character(arkit_rig, {}).positions[0]
+    assert np.array_equal(pose_character(arkit_rig, {}, {"smile": 1.0}).positions[0], neutral)
+
+
+def test_vroid_named_keys_show_every_canonical_expression(tmp_path, character_dir):
+    good = sorted(character_dir.glob("*.glb"))[0]
+
+    def vroid(gltf):
+        names = {"smile": "Fcl_ALL_Joy", "mouth_open": "Fcl_MTH_A", "eyes_closed": "Fcl_EYE_Close"}
+        gltf["meshes"][0]["extras"]["targetNames"] = [names[n] for n in gltf["meshes"][0]["extras"]["targetNames"]]
+    rig, canonical = load_character(_rewrite(good, tmp_path / "vroid.glb", vroid)), load_character(good)
+    assert rig.expressions == canonical.expressions == sorted(SHAPE_KEYS)
+    for name in SHAPE_KEYS:
+        assert np.array_equal(pose_character(rig, {}, {name: 0.7}).positions[0],
+                              pose_character(canonical, {}, {name: 0.7}).positions[0])

@@ -52,7 +52,7 @@ def test_visible_keypoints_fall_inside_the_alpha_mask(character_dir, backend):
         char = load_character(path)
         backend.load(char)
         for k in range(12):
-            spec = sample_source_spec(SamplingRanges(), 100 + k, 0, char.id, path.name, k, 0, char.shape_keys,
+            spec = sample_source_spec(SamplingRanges(), 100 + k, 0, char.id, path.name, k, 0, char.expressions,
                                       (256, 384))
             result = backend.render(spec)
             kp = result["keypoints"]
@@ -69,7 +69,7 @@ def test_renders_are_deterministic_across_characters_and_renderers(character_dir
     closing one renderer leaves the others working."""
     from render.backends import make_backend
     chars = [load_character(p) for p in sorted(character_dir.glob("*.glb"))]
-    specs = [sample_source_spec(SamplingRanges(), 9 + i, 0, c.id, c.path, i, 0, c.shape_keys, (128, 192))
+    specs = [sample_source_spec(SamplingRanges(), 9 + i, 0, c.id, c.path, i, 0, c.expressions, (128, 192))
              for i, c in enumerate(chars)]
     runs = []
     for order in (range(len(chars)), reversed(range(len(chars)))):
