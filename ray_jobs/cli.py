@@ -199,6 +199,16 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _add_pairs_stage_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the stages that read a render job's pairs and place them on backgrounds."""
+    parser.add_argument("--in", dest="input", required=True, help="a render job's --out (or its pairs/ folder)")
+    parser.add_argument("--backgrounds", default="procedural", help="a folder of images, or 'procedural' (default)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--config", help="YAML with the stage's settings")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(parser)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pairforge", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,22 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.set_defaults(run=cmd_render)
 
     comp = sub.add_parser("composite", help="place synthetic pairs on backgrounds -> composited_pair shards")
-    comp.add_argument("--in", dest="input", required=True, help="a render job's --out (or its pairs/ folder)")
-    comp.add_argument("--backgrounds", default="procedural", help="a folder of images, or 'procedural' (default)")
-    comp.add_argument("--out", required=True)
-    comp.add_argument("--config", help="YAML with composite settings")
-    comp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    _add_run_options(comp)
+    _add_pairs_stage_options(comp)
     comp.set_defaults(run=cmd_composite)
 
     router = sub.add_parser("router", help="multi-subject scenes with instance masks -> router_sample shards")
-    router.add_argument("--in", dest="input", required=True, help="a render job's --out (or its pairs/ folder)")
-    router.add_argument("--backgrounds", default="procedural", help="a folder of images, or 'procedural' (default)")
+    _add_pairs_stage_options(router)
     router.add_argument("--scenes", type=int, default=64)
-    router.add_argument("--out", required=True)
-    router.add_argument("--config", help="YAML with scene settings")
-    router.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    _add_run_options(router)
     router.set_defaults(run=cmd_router)
 
     poses = sub.add_parser("poses", help="unique poses from motions -> a pose table (jsonl) and a coverage plot")

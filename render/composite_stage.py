@@ -17,7 +17,7 @@ from render.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import decode_member, iter_shard
 from shards.schema import COMPOSITED_PAIR
-from shards.stage import Resources, Stage, rejected
+from shards.stage import Resources, Stage, each_or_reject
 
 
 @dataclass(frozen=True)
@@ -72,13 +72,7 @@ class CompositeStage(Stage):
     def process_batch(self, items: list[dict]) -> list[dict]:
         if self._backgrounds is None:
             self.setup()
-        out = []
-        for item in items:
-            try:
-                out.append(self._composite(item))
-            except Exception as error:
-                out.append(rejected(item["__key__"], f"composite: {type(error).__name__}: {error}"))
-        return out
+        return each_or_reject(self.name, items, self._composite)
 
     def _composite(self, item: dict) -> dict:
         pair = self._record(item["input"], item["__key__"])

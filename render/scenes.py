@@ -15,7 +15,7 @@ from render.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import iter_shard
 from shards.schema import ROUTER_SAMPLE
-from shards.stage import Resources, Stage, rejected
+from shards.stage import Resources, Stage, each_or_reject
 
 
 @dataclass(frozen=True)
@@ -127,13 +127,7 @@ class RouterSceneStage(Stage):
     def process_batch(self, items: list[dict]) -> list[dict]:
         if self._backgrounds is None:
             self.setup()
-        out = []
-        for item in items:
-            try:
-                out.append(self._scene(item))
-            except Exception as error:
-                out.append(rejected(item["__key__"], f"scene: {type(error).__name__}: {error}"))
-        return out
+        return each_or_reject(self.name, items, self._scene)
 
     def _scene(self, item: dict) -> dict:
         pairs = [self._pair(path, key) for path, key in item["pairs"]]

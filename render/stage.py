@@ -14,7 +14,7 @@ from render.encoding import encode_png
 from render.spec import sample_source_spec, standard_spec
 from shards.keys import sample_key, sample_seed, split_of
 from shards.schema import SYNTHETIC_PAIR
-from shards.stage import Resources, Stage, rejected
+from shards.stage import Resources, Stage, each_or_reject, rejected
 
 
 def _round(values, digits: int = 2) -> list:
@@ -85,17 +85,13 @@ class RenderStage(Stage):
     def process_batch(self, items: list[dict]) -> list[dict]:
         if self.backend is None:
             self.setup()
-        out = []
-        for item in items:
-            try:
-                self._switch_to(item["character_file"])
-                if self._character is None:
-                    out.append(rejected(item["__key__"], self._failed[1]))
-                    continue
-                out.append(self._render_pair(item))
-            except Exception as error:  # one bad sample becomes a reject, the job goes on
-                out.append(rejected(item["__key__"], f"render: {type(error).__name__}: {error}"))
-        return out
+        return each_or_reject(self.name, items, self._sample)
+
+    def _sample(self, item: dict) -> dict:
+        self._switch_to(item["character_file"])
+        if self._character is None:
+            return rejected(item["__key__"], self._failed[1])
+        return self._render_pair(item)
 
     def _render_pair(self, item: dict) -> dict:
         character = self._character

@@ -30,3 +30,15 @@ class Stage:
 def rejected(key: str, error: str) -> dict:
     """The record of a sample that failed: it lands in its shard's rejects list with the reason."""
     return {"__key__": key, "status": "rejected", "error": error}
+
+
+def each_or_reject(stage_name: str, items: list[dict], make) -> list[dict]:
+    """``make(item)`` for every item; an item that raises becomes a reject carrying the error,
+    and the others go on."""
+    out = []
+    for item in items:
+        try:
+            out.append(make(item))
+        except Exception as error:  # one bad sample becomes data, not a failed batch
+            out.append(rejected(item["__key__"], f"{stage_name}: {type(error).__name__}: {error}"))
+    return out
