@@ -158,11 +158,11 @@ class _Mesh:
         for r in range(rings - 1):
             for s in range(segments):
                 a, b, c, d = r * n + s, r * n + s + 1, (r + 1) * n + s, (r + 1) * n + s + 1
-                faces += [(a, c, b), (b, c, d)]
+                faces += [(a, b, c), (b, d, c)]  # counter-clockwise seen from outside: normals point out
         pole0, pole1 = rings * n, rings * n + 1
         last = (rings - 1) * n
-        faces += [(pole0, s, s + 1) for s in range(segments)]
-        faces += [(pole1, last + s + 1, last + s) for s in range(segments)]
+        faces += [(pole0, s + 1, s) for s in range(segments)]
+        faces += [(pole1, last + s, last + s + 1) for s in range(segments)]
         uv = _to_region(np.vstack(uvs), region)
         return self.add(np.vstack(positions), uv, infl, faces)
 

@@ -33,6 +33,17 @@ def test_characters_are_rigged_and_different(character_dir):
     assert all(np.abs(textures[0].astype(int) - t).mean() > 10 for t in textures[1:])
 
 
+def test_surfaces_face_outward(character_dir):
+    """Faces wind counter-clockwise seen from outside (renderers cull the other side): every
+    character's closed surface encloses a positive signed volume, and its normals agree."""
+    for path in sorted(character_dir.glob("*.glb")):
+        for prim in load_character(path).primitives:
+            tri = prim.positions[prim.faces].astype(float)
+            assert np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() > 0, path.name
+            face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+            assert ((face_normals * prim.normals[prim.faces].sum(1)).sum(1) >= 0).mean() > 0.99, path.name
+
+
 def test_sizes_span_half_to_twice_default():
     heights = [sample_params(seed).proportions.height / 1.7 for seed in range(300)]
     assert 0.5 <= min(heights) < 0.6 and 1.8 < max(heights) <= 2.0
