@@ -154,12 +154,28 @@ class PosedCharacter:
         return np.array([self.points[name] for name in HEAD_OUTLINE])
 
 
+def shape_key_weights(char: Character, expression: dict[str, float] | None) -> dict[str, float]:
+    """Canonical expression weights -> this character's shape-key weights (render.expressions)."""
+    keys = expression_map(char.shape_keys) if expression else {}
+    return {key: weight for name, weight in (expression or {}).items() for key in keys.get(name, ())}
+
+
+def node_skinning(char: Character, pose: Pose) -> dict[str, np.ndarray]:
+    """Per node name, the world matrix that carries its rest pose to ``pose``: the skin joint's
+    global x inverse bind, or global x inverse rest global for other nodes. A renderer that does
+    its own skinning (Blender) poses its bones with these."""
+    globals_ = char.node_globals(pose)
+    out = {name: g @ np.linalg.inv(rest) for name, g, rest in zip(char.node_names, globals_, char.global_rest)}
+    for joint, node in enumerate(char.skin_nodes):
+        out[char.node_names[node]] = globals_[node] @ char.inverse_bind[joint]
+    return out
+
+
 def pose_character(char: Character, pose: Pose, expression: dict[str, float] | None = None) -> PosedCharacter:
     """Shape keys (``expression`` by canonical name, see render.expressions), then linear-blend
     skinning of every primitive under ``pose``."""
     globals_ = char.node_globals(pose)
-    keys = expression_map(char.shape_keys) if expression else {}
-    weights = {key: weight for name, weight in (expression or {}).items() for key in keys.get(name, ())}
+    weights = shape_key_weights(char, expression)
     skin = globals_[char.skin_nodes] @ char.inverse_bind
     positions, normals = [], []
     for prim in char.primitives:

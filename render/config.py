@@ -16,6 +16,37 @@ class CharactersConfig:
 
 
 @dataclass(frozen=True)
+class BlenderSettings:
+    """How the blender backend renders (the ``blender`` section of a render config)."""
+    engine: str = "CYCLES"                # CYCLES, BLENDER_EEVEE (GPU machines) or BLENDER_WORKBENCH (previews)
+    samples: int = 16                     # Cycles samples per pixel / EEVEE TAA samples
+    denoiser: str = "OPENIMAGEDENOISE"    # Cycles denoiser, or NONE
+    denoising_prefilter: str = "FAST"
+    device: str = "auto"                  # auto (GPU when Cycles finds one), cpu or gpu
+    timeout_s: float = 300.0              # per request to the Blender worker; then it is replaced
+    tries: int = 2                        # worker failures on one character before it is rejected
+    recycle_after: int = 50               # characters per worker process before a fresh one
+
+    def check(self) -> list[str]:
+        from render.backends.blender_worker import ENGINES
+        problems = []
+        if self.engine not in ENGINES:
+            problems.append(f"blender.engine {self.engine!r}: use one of {', '.join(ENGINES)}")
+        if self.denoiser not in ("OPENIMAGEDENOISE", "OPTIX", "NONE"):
+            problems.append(f"blender.denoiser {self.denoiser!r}: use OPENIMAGEDENOISE, OPTIX or NONE")
+        if self.denoising_prefilter not in ("FAST", "ACCURATE", "NONE"):
+            problems.append(f"blender.denoising_prefilter {self.denoising_prefilter!r}: use FAST, ACCURATE or NONE")
+        if self.device not in ("auto", "cpu", "gpu"):
+            problems.append(f"blender.device {self.device!r}: use auto, cpu or gpu")
+        for name in ("samples", "tries", "recycle_after"):
+            if getattr(self, name) < 1:
+                problems.append(f"blender.{name} must be >= 1")
+        if self.timeout_s <= 0:
+            problems.append("blender.timeout_s must be > 0")
+        return problems
+
+
+@dataclass(frozen=True)
 class RenderConfig:
     seed: int = 0
     characters: CharactersConfig = field(default_factory=CharactersConfig)
@@ -24,7 +55,8 @@ class RenderConfig:
     poses_per_character: int = 16  # a seeded subset of the pose ids per character
     views_per_pose: int = 1
     resolution: tuple[int, int] = (512, 768)
-    backend: str = "pyrender"
+    backend: str = "pyrender"      # or "blender" (see the blender section)
+    blender: BlenderSettings = field(default_factory=BlenderSettings)
     scene: SamplingRanges = field(default_factory=SamplingRanges)
     standard: StandardView = field(default_factory=StandardView)
     samples_per_shard: int = 64
@@ -61,5 +93,9 @@ class RenderConfig:
             problems.append("test_fraction must be within 0..1")
         if not 0 <= self.png_compress_level <= 9:
             problems.append("png_compress_level must be 0..9")
+        from render.backends import BACKENDS
+        if self.backend not in BACKENDS:
+            problems.append(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
+        problems += self.blender.check()
         if problems:
             raise ValueError("; ".join(problems))

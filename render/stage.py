@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from render.characters import Character, CharacterError, load_character
+from render.characters import Character, CharacterError
 from render.config import RenderConfig
 from render.encoding import encode_png
 from render.spec import sample_source_spec, standard_spec
@@ -42,18 +42,20 @@ class RenderStage(Stage):
     # two workers on a 2-core machine are slower than one.
     resources = Resources(cpus=2.0, memory_mb=1500)
 
-    def __init__(self, config: RenderConfig):
+    def __init__(self, config: RenderConfig, log_dir: str | None = None):
         self.config = config
+        self.log_dir = log_dir  # where Blender workers write their logs
         self.backend = None
         self._character: Character | None = None
-        self._failed: tuple[str, str] | None = None  # (path, reason) of a character that did not load
+        self._current: str | None = None  # the character file loaded (or failed) last
+        self._failed: str | None = None  # why it could not be loaded
         self._pose_table: list | None = None
         self._standard: dict | None = None
 
     def setup(self) -> None:
         from render.backends import make_backend
         from render.motions import read_pose_table
-        self.backend = make_backend(self.config.backend)
+        self.backend = make_backend(self.config.backend, self.config.blender, self.log_dir)
         self._pose_table = [row["pose"] for row in read_pose_table(self.config.pose_table)] \
             if self.config.pose_table else None
 
@@ -64,17 +66,16 @@ class RenderStage(Stage):
 
     def _switch_to(self, path: str) -> None:
         """Load the character at ``path`` (once) and render its standardized view (once)."""
-        if (self._character is not None and self._character.path == path) or (self._failed and self._failed[0] == path):
+        if path == self._current:
             return
-        self._character, self._standard, self._failed = None, None, None
+        self._current, self._character, self._standard, self._failed = path, None, None, None
         try:
-            character = load_character(path)
+            character = self.backend.open_character(path)
+            spec = standard_spec(self.config.standard, character.id, Path(path).name, self.config.resolution)
+            result = self.backend.render(spec)
         except CharacterError as error:
-            self._failed = (path, f"character: {error}")
+            self._failed = f"character: {error}"
             return
-        self.backend.load(character)
-        spec = standard_spec(self.config.standard, character.id, Path(path).name, self.config.resolution)
-        result = self.backend.render(spec)
         self._character = character
         self._standard = {
             "png": encode_png(result["rgb_on_white"], self.config.png_compress_level),
@@ -90,7 +91,7 @@ class RenderStage(Stage):
     def _sample(self, item: dict) -> dict:
         self._switch_to(item["character_file"])
         if self._character is None:
-            return rejected(item["__key__"], self._failed[1])
+            return rejected(item["__key__"], self._failed)
         return self._render_pair(item)
 
     def _render_pair(self, item: dict) -> dict:

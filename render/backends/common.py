@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from render.geometry import project
+from render.geometry import project, rotation_xyz
 from render.skeleton import OPENPOSE_SOURCES
 
 # Keypoints are hidden when a surface lies this far (x character height) in front of them:
@@ -43,3 +43,28 @@ def on_white(rgba: np.ndarray) -> np.ndarray:
     """RGBA -> RGB over a white background."""
     alpha = rgba[..., 3:4].astype(np.float32) / 255.0
     return np.round(rgba[..., :3] * alpha + 255.0 * (1.0 - alpha)).astype(np.uint8)
+
+
+def light_pose(camera_pose: np.ndarray, light) -> np.ndarray:
+    """World pose of a directional light given relative to the camera (it shines along its -z)."""
+    pose = np.eye(4)
+    pose[:3, :3] = camera_pose[:3, :3] @ rotation_xyz((-light.elevation_deg, light.azimuth_deg, 0.0))
+    return pose
+
+
+def character_result(rgba: np.ndarray, depth: np.ndarray, posed, camera_pose: np.ndarray, fpx: float, spec,
+                     character_height: float) -> dict:
+    """The backend-independent result dict (see render.backends) of one character render."""
+    height, width = depth.shape
+    return {
+        "rgba": rgba, "mask": rgba[..., 3] > 0, "depth": depth,
+        "rgb_on_white": on_white(rgba) if spec.background == "white" else None,
+        "keypoints": keypoints_with_visibility(posed.keypoints_3d(), camera_pose, fpx, depth, character_height),
+        "face_box": face_box(posed.head_outline(), camera_pose, fpx, width, height),
+        "camera": camera_json(camera_pose, fpx, width, height),
+    }
+
+
+def camera_json(camera_pose: np.ndarray, fpx: float, width: int, height: int) -> dict:
+    return {"pose": camera_pose.round(6).tolist(), "focal_px": round(float(fpx), 4),
+            "principal_point": [width / 2, height / 2]}

@@ -8,9 +8,8 @@ from importlib import metadata
 
 import numpy as np
 
-from render.backends.common import face_box, keypoints_with_visibility, on_white
-from render.characters import Character, PosedCharacter, pose_character
-from render.geometry import rotation_xyz
+from render.backends.common import character_result, light_pose
+from render.characters import Character, PosedCharacter, load_character, pose_character
 from render.spec import SceneSpec, resolve_camera
 
 
@@ -83,6 +82,12 @@ class PyrenderBackend:
         self._camera_node = None
         self._light_nodes = []
 
+    def open_character(self, path) -> Character:
+        """Read a .glb character (CharacterError says why not) and load it."""
+        character = load_character(path)
+        self.load(character)
+        return character
+
     def _upload(self, posed: PosedCharacter) -> None:
         gl = self._gl
         for part, index in self._parts:
@@ -112,9 +117,7 @@ class PyrenderBackend:
             self._scene.remove_node(self._light_nodes.pop())
         for node, light in zip(self._light_nodes, spec.lights):  # directions are relative to the camera
             node.light.color, node.light.intensity = np.asarray(light.colour), light.intensity
-            pose = np.eye(4)
-            pose[:3, :3] = camera_pose[:3, :3] @ rotation_xyz((-light.elevation_deg, light.azimuth_deg, 0.0))
-            self._scene.set_pose(node, pose)
+            self._scene.set_pose(node, light_pose(camera_pose, light))
         self._scene.ambient_light = np.full(3, spec.ambient)
 
     def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
@@ -133,17 +136,9 @@ class PyrenderBackend:
         self._upload(posed)
         color, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
         rgba = _straight_alpha(np.ascontiguousarray(color))
-        depth = np.ascontiguousarray(depth, dtype=np.float32)
-        mask = rgba[..., 3] > 0  # MSAA coverage: keeps the anti-aliased silhouette (the background clears to 0)
-        result = {
-            "rgba": rgba, "mask": mask, "depth": depth,
-            "rgb_on_white": on_white(rgba) if spec.background == "white" else None,
-            "keypoints": keypoints_with_visibility(posed.keypoints_3d(), camera_pose, fpx, depth,
-                                                   self._character_height),
-            "face_box": face_box(posed.head_outline(), camera_pose, fpx, width, height),
-            "camera": {"pose": camera_pose.round(6).tolist(), "focal_px": round(float(fpx), 4),
-                       "principal_point": [width / 2, height / 2]},
-        }
+        # MSAA coverage is the mask: it keeps the anti-aliased silhouette (the background clears to 0)
+        result = character_result(rgba, np.ascontiguousarray(depth, dtype=np.float32), posed, camera_pose, fpx,
+                                  spec, self._character_height)
         if with_head_mask:
             result["head_mask"] = self._head_mask(posed, camera_pose, fpx, width, height)
         return result

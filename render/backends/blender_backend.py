@@ -1,0 +1,250 @@
+"""The production renderer: Blender (Cycles, EEVEE or Workbench) in a long-lived worker process
+(render.backends.blender_worker), driven from this side with the same SceneSpecs as pyrender.
+
+This side keeps the numpy model of the character (camera framing, the canonical skeleton, the
+skinning matrices that pose Blender's bones) and never imports bpy. The worker loads a character
+once and renders all of its specs; it is replaced after ``recycle_after`` characters, and when it
+crashes or a request passes ``timeout_s`` it is killed, replaced and the character reloaded and
+retried, until ``tries`` failures reject the character with the worker's log in the reason."""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from render.backends.common import camera_json, character_result, light_pose
+from render.backends.wire import WorkerGone, WorkerTimeout, receive, send
+from render.characters import (
+    Character,
+    CharacterError,
+    PosedCharacter,
+    load_character,
+    node_skinning,
+    pose_character,
+    shape_key_weights,
+)
+from render.config import BlenderSettings
+from render.spec import SceneSpec, resolve_camera
+
+GLTF_BINARY_SUFFIXES = (".glb", ".vrm")  # read by render.characters as they are
+START_TIMEOUT_S = 120.0
+
+
+class WorkerFailed(CharacterError):
+    """The worker crashed or hung ``tries`` times on one asset: the asset is rejected."""
+
+
+class _Worker:
+    """One Blender process with its pipes and log."""
+
+    def __init__(self, log_dir: Path, number: int):
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"blender-worker-{os.getpid()}-{number}.log"
+        request_read, self.request = os.pipe()
+        self.reply, reply_write = os.pipe()
+        env = dict(os.environ)
+        # EEVEE on Mesa compiles its shaders once per machine when the cache persists (~15 s each time otherwise).
+        env.setdefault("MESA_SHADER_CACHE_DIR", str(Path.home() / ".cache" / "pairforge" / "mesa-shaders"))
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "render.backends.blender_worker", str(request_read), str(reply_write)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write),
+                cwd=Path(__file__).resolve().parents[2], env=env)
+        os.close(request_read)
+        os.close(reply_write)
+        hello, _ = receive(self.reply, time.monotonic() + START_TIMEOUT_S)
+        self.version = hello["version"]
+
+    def call(self, op: str, timeout_s: float, **args) -> tuple[dict, dict]:
+        send(self.request, {"op": op, "args": args})
+        return receive(self.reply, time.monotonic() + timeout_s)
+
+    def close(self, kill: bool = False) -> None:
+        if self.process.poll() is None and not kill:
+            try:
+                send(self.request, {"op": "quit"})
+                self.process.wait(timeout=10)
+            except (WorkerGone, subprocess.TimeoutExpired):
+                pass
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+        for fd in (self.request, self.reply):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class BlenderBackend:
+    name = "blender"
+
+    def __init__(self, settings: BlenderSettings | None = None, log_dir: str | Path | None = None):
+        self.settings = settings or BlenderSettings()
+        try:
+            self.version = metadata.version("bpy")
+        except metadata.PackageNotFoundError:
+            raise ImportError("the blender backend needs the blender extra: pip install 'pairforge[blender]'") from None
+        self.log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "pairforge-blender-logs"
+        self.rig_cache = self.log_dir / "rigs"
+        self._worker: _Worker | None = None
+        self._started = 0
+        self._loaded_by_worker = 0
+        self._asset: tuple[str, str] | None = None  # (op, path) the worker holds now
+        self._character: Character | None = None
+        self._failed: str | None = None
+        self.device = None
+
+    # --- the worker's life ---------------------------------------------------------------------
+    def _ensure_worker(self) -> _Worker:
+        if self._worker is None:
+            self._started += 1
+            self._worker = _Worker(self.log_dir, self._started)
+            s = self.settings
+            reply = self._checked(self._worker.call("configure", START_TIMEOUT_S, engine=s.engine, samples=s.samples,
+                                                    denoiser=s.denoiser, denoising_prefilter=s.denoising_prefilter,
+                                                    device=s.device))
+            self.device, self._loaded_by_worker = reply["device"], 0
+        return self._worker
+
+    def _drop_worker(self, kill: bool) -> None:
+        if self._worker is not None:
+            self._worker.close(kill=kill)
+            self._worker = None
+
+    @staticmethod
+    def _checked(reply: tuple[dict, dict]) -> dict:
+        header, arrays = reply
+        if not header.get("ok"):
+            error = CharacterError if header.get("asset_error") else RuntimeError
+            raise error(header.get("error", "the Blender worker failed"))
+        return {**header, **arrays}
+
+    def _request(self, op: str, **args) -> dict:
+        """``op`` on the worker holding the current asset; a crashed or hung worker is replaced,
+        the asset loaded again and the request retried, ``tries`` times in all."""
+        if self._failed:
+            raise WorkerFailed(self._failed)
+        problems = []
+        for _ in range(self.settings.tries):
+            log_path = None
+            try:
+                worker = self._ensure_worker()
+                log_path = worker.log_path
+                if op not in ("load_character", "load_object") and self._loaded_by_worker == 0:
+                    load_op, path, export = self._asset
+                    self._checked(worker.call(load_op, self.settings.timeout_s, **self._load_args(load_op, path, export)))
+                    self._loaded_by_worker = 1
+                return self._checked(worker.call(op, self.settings.timeout_s, **args))
+            except (WorkerGone, WorkerTimeout) as error:
+                what = f"hung (no reply in {self.settings.timeout_s:g} s)" if isinstance(error, WorkerTimeout) \
+                    else f"crashed (exit code {self._worker.process.poll() if self._worker else '?'})"
+                problems.append(f"worker {what}, log {log_path}")
+                self._drop_worker(kill=True)
+            except BaseException:
+                # Anything else mid-request (an interrupt, a deadline signal) leaves the worker's
+                # state unknown: replace it rather than reuse it.
+                if not isinstance(sys.exc_info()[1], (CharacterError, RuntimeError)):
+                    self._drop_worker(kill=True)
+                raise
+        self._failed = f"blender {op} failed {len(problems)} times: " + "; ".join(problems)
+        raise WorkerFailed(self._failed)
+
+    @staticmethod
+    def _load_args(op: str, path: str, export: str | None) -> dict:
+        return {"path": path, "export_glb": export} if op == "load_character" else {"path": path}
+
+    def _load(self, op: str, path: Path, export: str | None = None) -> dict:
+        """Load an asset into the worker (a fresh worker every ``recycle_after`` assets)."""
+        if self._worker is not None and self._loaded_by_worker >= self.settings.recycle_after:
+            self._drop_worker(kill=False)
+        self._asset, self._failed, self._character = (op, str(path), export), None, None
+        reply = self._request(op, **self._load_args(op, str(path), export))
+        self._loaded_by_worker += 1
+        return reply
+
+    # --- characters ----------------------------------------------------------------------------
+    def open_character(self, path: str | Path) -> Character:
+        """Import ``path`` (.glb .gltf .vrm .fbx .blend) into the worker; the numpy model is read
+        from the file itself when it is binary glTF, else from the rig Blender exports."""
+        path = Path(path).resolve()
+        export = None
+        if path.suffix.lower() not in GLTF_BINARY_SUFFIXES:
+            digest = hashlib.sha256(f"{path}:{path.stat().st_mtime_ns if path.exists() else 0}".encode()).hexdigest()
+            export = str(self.rig_cache / f"{path.stem}-{digest[:12]}.glb")
+        self._load("load_character", path, export)
+        character = load_character(export or path)
+        character.id, character.path = path.stem, str(path)  # the asset's identity, not the exported rig's
+        self._character = character
+        self._character_height = self._character.height()
+        return self._character
+
+    def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
+        """``spec`` rendered by Blender; keypoints and the face box come from Blender's posed
+        bones (and the landmark objects riding on them), projected with the spec's camera."""
+        if self._character is None:
+            raise RuntimeError("open a character before rendering")
+        if with_head_mask:
+            raise NotImplementedError("the head mask is a pyrender QA aid; the blender backend does not draw it")
+        character = self._character
+        width, height = spec.resolution
+        posed = pose_character(character, spec.pose, spec.expression)
+        camera_pose, fpx = resolve_camera(spec.camera, np.vstack(posed.positions)[::4], posed.head_outline(),
+                                          width, height)
+        named = {**character.joint_nodes, **character.landmark_nodes}
+        reply = self._request(
+            "render_character", skin={k: v.ravel().tolist() for k, v in node_skinning(character, spec.pose).items()},
+            shape_keys=shape_key_weights(character, spec.expression),
+            points=sorted({character.node_names[n] for n in named.values()}), **self._view_args(spec, camera_pose, fpx))
+        points = dict(posed.points)
+        for point, node in named.items():
+            if character.node_names[node] in reply["points"]:
+                points[point] = np.asarray(reply["points"][character.node_names[node]])
+        blender_posed = PosedCharacter(posed.positions, posed.normals, points)
+        return character_result(np.array(reply["rgba"]), np.array(reply["depth"]), blender_posed, camera_pose, fpx,
+                                spec, self._character_height)
+
+    @staticmethod
+    def _view_args(spec: SceneSpec, camera_pose: np.ndarray, fpx: float) -> dict:
+        lights = [{"pose": light_pose(camera_pose, light).tolist(), "intensity": light.intensity,
+                   "colour": list(light.colour)} for light in spec.lights]
+        return {"camera": camera_pose.tolist(), "focal_px": float(fpx), "resolution": list(spec.resolution),
+                "lights": lights, "ambient": float(spec.ambient)}
+
+    # --- static objects (multi-view renders) -----------------------------------------------------
+    def open_object(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """Import a mesh asset; returns its bounding box (min, max) in pairforge's frame."""
+        reply = self._load("load_object", Path(path).resolve())
+        return np.asarray(reply["min"]), np.asarray(reply["max"])
+
+    def render_view(self, spec: SceneSpec, camera_pose: np.ndarray, fpx: float) -> dict:
+        """The loaded object from ``camera_pose`` with the spec's lights and resolution."""
+        width, height = spec.resolution
+        reply = self._request("render_view", **self._view_args(spec, camera_pose, fpx))
+        rgba = np.array(reply["rgba"])
+        return {"rgba": rgba, "mask": rgba[..., 3] > 0, "depth": np.array(reply["depth"]),
+                "camera": camera_json(camera_pose, fpx, width, height)}
+
+    @property
+    def worker_pid(self) -> int | None:
+        return self._worker.process.pid if self._worker else None
+
+    @property
+    def log_path(self) -> Path | None:
+        return self._worker.log_path if self._worker else None
+
+    def close(self) -> None:
+        self._drop_worker(kill=False)
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # at interpreter exit
+            pass
