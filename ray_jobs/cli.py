@@ -92,8 +92,7 @@ def cmd_render(args) -> int:
     from ray_jobs.jobs import run_render
     from render.config import RenderConfig
 
-    overrides = list(args.set) + ([f"backend={args.backend}"] if args.backend else [])
-    config = load_config(RenderConfig, args.config, overrides)
+    config = load_config(RenderConfig, args.config, _backend_overrides(args) + list(args.set))
     summary = run_render(config, args.out, runner=args.runner, address=args.address, workers=args.workers,
                          overwrite=args.overwrite, progress=not args.quiet)
     print("\n".join(summary.lines()))
@@ -199,6 +198,21 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+ENGINES = {"cycles": "CYCLES", "eevee": "BLENDER_EEVEE", "workbench": "BLENDER_WORKBENCH"}
+
+
+def _add_backend_options(parser: argparse.ArgumentParser, default: str | None = None) -> None:
+    parser.add_argument("--backend", choices=("pyrender", "blender"), default=default,
+                        help="renderer (default: the config's; pyrender for the bundled configs)")
+    parser.add_argument("--engine", choices=tuple(ENGINES),
+                        help="Blender engine, short for --set blender.engine=... (default: cycles)")
+
+
+def _backend_overrides(args) -> list[str]:
+    return ([f"backend={args.backend}"] if args.backend else []) + \
+        ([f"blender.engine={ENGINES[args.engine]}"] if args.engine else [])
+
+
 def _add_pairs_stage_options(parser: argparse.ArgumentParser) -> None:
     """Options of the stages that read a render job's pairs and place them on backgrounds."""
     parser.add_argument("--in", dest="input", required=True, help="a render job's --out (or its pairs/ folder)")
@@ -237,7 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     render = sub.add_parser("render", help="render synthetic pairs from a config")
     render.add_argument("--config", default="demo", help="YAML file, or a bundled config name (default: demo)")
     render.add_argument("--out", required=True)
-    render.add_argument("--backend", choices=("pyrender",))
+    _add_backend_options(render)
     render.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_run_options(render)
     render.set_defaults(run=cmd_render)

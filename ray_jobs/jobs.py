@@ -18,23 +18,27 @@ from render.config import RenderConfig
 from shards.schema import SYNTHETIC_PAIR
 from shards.writer import package_versions
 
-CHARACTER_SUFFIXES = (".glb",)
+CHARACTER_SUFFIXES = {"pyrender": (".glb", ".vrm"), "blender": (".glb", ".gltf", ".vrm", ".fbx", ".blend")}
 RUNNERS = ("ray", "local")
 
 
 def character_files(config: RenderConfig, out_dir: Path) -> list[str]:
-    """The job's characters: generated into OUT/characters, or the .glb files of a folder."""
+    """The job's characters: generated into OUT/characters, or the asset files of a folder that
+    the chosen backend reads."""
     if config.characters.source == "procedural":
         from render.procedural import generate_characters
         return [str(p) for p in generate_characters(out_dir / "characters", config.characters.count,
                                                     config.characters.seed)]
     folder = Path(config.characters.source)
+    suffixes = CHARACTER_SUFFIXES[config.backend]
     if not folder.is_dir():
-        raise FileNotFoundError(f"characters.source: {folder} is not a folder; give a folder of .glb files "
-                                f"or 'procedural'")
-    files = sorted(str(p.resolve()) for p in folder.iterdir() if p.suffix.lower() in CHARACTER_SUFFIXES)
+        raise FileNotFoundError(f"characters.source: {folder} is not a folder; give a folder of "
+                                f"{'/'.join(suffixes)} files or 'procedural'")
+    files = sorted(str(p.resolve()) for p in folder.iterdir() if p.suffix.lower() in suffixes)
     if not files:
-        raise FileNotFoundError(f"characters.source: no .glb files in {folder}")
+        others = sorted({p.suffix.lower() for p in folder.iterdir()} & set(CHARACTER_SUFFIXES["blender"]))
+        hint = f" ({', '.join(others)} files need --backend blender)" if others else ""
+        raise FileNotFoundError(f"characters.source: no {'/'.join(suffixes)} files in {folder}{hint}")
     return files
 
 
@@ -83,7 +87,10 @@ def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", a
     prepare_output(config, out_dir, out_dir / "pairs", overwrite)
     shards = plan_shards(plan_items(config, character_files(config, out_dir)), config.samples_per_shard)
     versions = package_versions("pyrender" if config.backend == "pyrender" else "bpy")
-    return run_stage(RenderStage(config), shards, out_dir / "pairs", SYNTHETIC_PAIR, config, versions, runner,
+    if config.backend == "blender":  # the backend keeps its own per-request deadline; this is the backstop
+        sample_timeout = 3 * config.blender.timeout_s * config.blender.tries + 60
+    stage = RenderStage(config, log_dir=str(out_dir / "logs"))
+    return run_stage(stage, shards, out_dir / "pairs", SYNTHETIC_PAIR, config, versions, runner,
                      address, workers, progress, sample_timeout)
 
 

@@ -107,8 +107,9 @@ class Glb:
     @classmethod
     def load(cls, path: str | Path) -> "Glb":
         path = Path(path)
-        if path.suffix.lower() != ".glb":
-            raise GltfError(f"{path.name}: only .glb is read by the preview loader (got {path.suffix})")
+        if path.suffix.lower() not in (".glb", ".vrm"):  # VRM is binary glTF with extensions
+            raise GltfError(f"{path.name}: the numpy loader reads binary glTF (.glb, .vrm), not {path.suffix}; "
+                            f"render it with --backend blender")
         return cls(path.read_bytes(), path.name)
 
     def buffer_view(self, index: int) -> bytes:
@@ -132,21 +133,37 @@ class Glb:
             count = accessor["count"]
         except (KeyError, IndexError, TypeError) as error:
             raise GltfError(f"{self.name}: bad accessor {index} ({error!r})") from None
-        if "bufferView" not in accessor or "sparse" in accessor:
-            raise GltfError(f"{self.name}: accessor {index}: sparse or empty accessors are not supported")
-        view = self.gltf["bufferViews"][accessor["bufferView"]]
-        data = self.buffer_view(accessor["bufferView"])
-        stride = view.get("byteStride", dtype.itemsize * width)
-        start = accessor.get("byteOffset", 0)
-        need = start + stride * (count - 1) + dtype.itemsize * width if count else 0
-        if need > len(data):
-            raise GltfError(f"{self.name}: accessor {index} needs {need} bytes, its view has {len(data)}")
-        rows = np.lib.stride_tricks.as_strided(
-            np.frombuffer(data, dtype=np.uint8, count=len(data) - start, offset=start),
-            shape=(count, dtype.itemsize * width), strides=(stride, 1))
-        array = np.ascontiguousarray(rows).view(dtype).reshape(count, width)
+        if "bufferView" in accessor:
+            array = self._rows(accessor["bufferView"], accessor.get("byteOffset", 0), dtype, width, count, index)
+        else:  # all zeros unless sparse values are given (morph targets often are)
+            array = np.zeros((count, width), dtype)
+        if "sparse" in accessor:
+            array = array.copy()
+            try:
+                sparse = accessor["sparse"]
+                ids = self._rows(sparse["indices"]["bufferView"], sparse["indices"].get("byteOffset", 0),
+                                 np.dtype(COMPONENT_DTYPES[sparse["indices"]["componentType"]]), 1, sparse["count"],
+                                 index)[:, 0]
+                values = self._rows(sparse["values"]["bufferView"], sparse["values"].get("byteOffset", 0), dtype,
+                                    width, sparse["count"], index)
+                array[ids.astype(np.int64)] = values
+            except (KeyError, IndexError, TypeError) as error:
+                raise GltfError(f"{self.name}: bad sparse accessor {index} ({error!r})") from None
         if accessor.get("normalized") and dtype.kind in "ui":
             array = array.astype(np.float32) / np.iinfo(dtype).max
         if accessor["type"] == "MAT4":
             return array.reshape(count, 4, 4).transpose(0, 2, 1)
         return array[:, 0] if width == 1 else array
+
+    def _rows(self, view_index: int, start: int, dtype: np.dtype, width: int, count: int, accessor: int) -> np.ndarray:
+        """(count, width) elements of ``dtype`` from a buffer view, honouring its byte stride."""
+        view = self.gltf["bufferViews"][view_index]
+        data = self.buffer_view(view_index)
+        stride = view.get("byteStride", dtype.itemsize * width)
+        need = start + stride * (count - 1) + dtype.itemsize * width if count else 0
+        if need > len(data):
+            raise GltfError(f"{self.name}: accessor {accessor} needs {need} bytes, its view has {len(data)}")
+        rows = np.lib.stride_tricks.as_strided(
+            np.frombuffer(data, dtype=np.uint8, count=len(data) - start, offset=start),
+            shape=(count, dtype.itemsize * width), strides=(stride, 1))
+        return np.ascontiguousarray(rows).view(dtype).reshape(count, width)

@@ -38,7 +38,12 @@ START_TIMEOUT_S = 120.0
 
 
 class WorkerFailed(CharacterError):
-    """The worker crashed or hung ``tries`` times on one asset: the asset is rejected."""
+    """The worker crashed or hung ``tries`` times on one asset: the asset is rejected. The
+    message names each failure and its worker log; ``logs`` lists the log files."""
+
+    def __init__(self, message: str, logs: list[str]):
+        super().__init__(message)
+        self.logs = logs
 
 
 class _Worker:
@@ -99,7 +104,7 @@ class BlenderBackend:
         self._loaded_by_worker = 0
         self._asset: tuple[str, str] | None = None  # (op, path) the worker holds now
         self._character: Character | None = None
-        self._failed: str | None = None
+        self._failed: WorkerFailed | None = None
         self.device = None
 
     # --- the worker's life ---------------------------------------------------------------------
@@ -131,7 +136,7 @@ class BlenderBackend:
         """``op`` on the worker holding the current asset; a crashed or hung worker is replaced,
         the asset loaded again and the request retried, ``tries`` times in all."""
         if self._failed:
-            raise WorkerFailed(self._failed)
+            raise self._failed
         problems = []
         for _ in range(self.settings.tries):
             log_path = None
@@ -146,7 +151,7 @@ class BlenderBackend:
             except (WorkerGone, WorkerTimeout) as error:
                 what = f"hung (no reply in {self.settings.timeout_s:g} s)" if isinstance(error, WorkerTimeout) \
                     else f"crashed (exit code {self._worker.process.poll() if self._worker else '?'})"
-                problems.append(f"worker {what}, log {log_path}")
+                problems.append((f"worker {what}, log {log_path}", str(log_path)))
                 self._drop_worker(kill=True)
             except BaseException:
                 # Anything else mid-request (an interrupt, a deadline signal) leaves the worker's
@@ -154,8 +159,9 @@ class BlenderBackend:
                 if not isinstance(sys.exc_info()[1], (CharacterError, RuntimeError)):
                     self._drop_worker(kill=True)
                 raise
-        self._failed = f"blender {op} failed {len(problems)} times: " + "; ".join(problems)
-        raise WorkerFailed(self._failed)
+        self._failed = WorkerFailed(f"blender {op} failed {len(problems)} times: "
+                                    + "; ".join(what for what, _ in problems), [log for _, log in problems])
+        raise self._failed
 
     @staticmethod
     def _load_args(op: str, path: str, export: str | None) -> dict:

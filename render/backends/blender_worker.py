@@ -10,6 +10,7 @@ Blender deforms the mesh itself (its own skinning, shape keys and materials)."""
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import tempfile
 import traceback
@@ -164,13 +165,21 @@ class BlenderWorker:
             raise AssetError(f"{path.name}: Blender cannot import it ({str(error).strip().splitlines()[-1]})") from None
         if "FINISHED" not in result:
             raise AssetError(f"{path.name}: Blender's importer gave up ({', '.join(result)})")
-        objects = [o for o in bpy.data.objects if o not in before and o.type not in ("CAMERA", "LIGHT")]
-        for o in bpy.data.objects:
-            if o not in before and o.type in ("CAMERA", "LIGHT"):
+        new = [o for o in bpy.data.objects if o not in before]
+        # Helpers never meant to be seen (bone display shapes, hidden collections) and the
+        # asset's own cameras and lights go: the spec says what lights the scene.
+        shapes = {b.custom_shape for o in new if o.type == "ARMATURE" for b in o.pose.bones if b.custom_shape}
+        objects = [o for o in new if o.type not in ("CAMERA", "LIGHT") and o not in shapes and self._renders(o)]
+        for o in new:
+            if o not in objects:
                 bpy.data.objects.remove(o)
         if not any(o.type == "MESH" for o in objects):
             raise AssetError(f"{path.name}: no mesh in the file")
         return objects
+
+    @staticmethod
+    def _renders(obj) -> bool:
+        return not obj.hide_render and not any(c.hide_render for c in obj.users_collection)
 
     def _append_blend(self, path: Path) -> set:
         """Objects appended from a .blend: data only, so text blocks registered to run on load and
@@ -339,7 +348,14 @@ class BlenderWorker:
 def serve(in_fd: int, out_fd: int) -> int:
     import bpy
     worker = BlenderWorker(bpy)
-    send(out_fd, {"ok": True, "version": bpy.app.version_string, "pid": os.getpid()})
+    try:
+        return _loop(worker, in_fd, out_fd, bpy.app.version_string)
+    finally:
+        shutil.rmtree(worker.scratch, ignore_errors=True)
+
+
+def _loop(worker: BlenderWorker, in_fd: int, out_fd: int, version: str) -> int:
+    send(out_fd, {"ok": True, "version": version, "pid": os.getpid()})
     while True:
         try:
             header, _ = receive(in_fd)

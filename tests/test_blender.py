@@ -1,0 +1,233 @@
+"""The blender backend: parity with pyrender on the same specs, every asset format, scripts
+inside assets never run, broken assets rejected with reasons, and a crashed, hung or slow
+Blender worker replaced, retried and finally rejected with its log. bpy runs only in the
+backend's worker processes, never in this one."""
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from render.characters import CharacterError
+from render.config import BlenderSettings
+from render.spec import SamplingRanges, StandardView, sample_source_spec, standard_spec
+
+pytestmark = [pytest.mark.blender,
+              pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
+                                 reason="bpy not installed (pip install 'pairforge[blender]')")]
+
+TOOLS = Path(__file__).parent / "tools"
+SMALL = (256, 384)
+
+
+def blender(log_dir=None, **settings):
+    from render.backends.blender_backend import BlenderBackend
+    return BlenderBackend(BlenderSettings(**{"engine": "BLENDER_WORKBENCH", **settings}), log_dir=log_dir)
+
+
+def specs(character, count: int, resolution=SMALL):
+    out = [standard_spec(StandardView(), character.id, Path(character.path).name, resolution)]
+    for i in range(count):
+        out.append(sample_source_spec(SamplingRanges(), 100 + i, 1, character.id, Path(character.path).name, i, 0,
+                                      character.expressions, resolution))
+    return out
+
+
+def iou(a, b) -> float:
+    return (a & b).sum() / max((a | b).sum(), 1)
+
+
+def test_cycles_matches_pyrender_on_the_same_specs(character_dir, backend):
+    """Same SceneSpec, two renderers: silhouettes agree (IoU >= 0.9) and Blender's posed bones
+    project within 2 px of the numpy skeleton's keypoints, for characters of many sizes."""
+    cycles = blender(engine="CYCLES", samples=8)
+    try:
+        for path in sorted(character_dir.glob("*.glb"))[:3]:
+            reference = backend.open_character(path)
+            cycles.open_character(path)
+            for spec in specs(reference, 3):
+                ours, theirs = cycles.render(spec), backend.render(spec)
+                assert iou(ours["mask"], theirs["mask"]) >= 0.9, (path.name, spec.pose_id)
+                assert np.abs(ours["keypoints"][:, :2] - theirs["keypoints"][:, :2]).max() <= 2.0
+                assert (ours["keypoints"][:, 2] == theirs["keypoints"][:, 2]).mean() >= 0.8
+                assert np.abs(np.subtract(ours["face_box"], theirs["face_box"])).max() <= 2.0
+                visible = ours["depth"] > 0
+                assert iou(visible, ours["mask"]) > 0.9  # depth and alpha describe the same surface
+                both = visible & (theirs["depth"] > 0)
+                assert np.median(np.abs(ours["depth"][both] / theirs["depth"][both] - 1)) < 0.01
+    finally:
+        cycles.close()
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory, character_dir):
+    """The first procedural character saved by Blender as .fbx, .blend, a .blend with a text block
+    registered to run on load, and a copy as .vrm."""
+    out = tmp_path_factory.mktemp("assets")
+    glb = sorted(character_dir.glob("*.glb"))[0]
+    spec = {"glb": str(glb), "fbx": str(out / "hero.fbx"), "blend": str(out / "hero.blend"),
+            "trojan_blend": str(out / "trojan.blend"), "marker": str(out / "MARKER")}
+    (out / "spec.json").write_text(json.dumps(spec))
+    made = subprocess.run([sys.executable, str(TOOLS / "blender_make_assets.py"), str(out / "spec.json")],
+                          capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr[-2000:]
+    (out / "hero.vrm").write_bytes(glb.read_bytes())
+    return out, glb
+
+
+def test_every_asset_format_renders_like_the_glb(assets, backend):
+    out, glb = assets
+    reference = backend.open_character(glb)
+    spec = specs(reference, 1)[1]
+    expected = backend.render(spec)
+    workbench = blender()
+    try:
+        for name in ("hero.vrm", "hero.fbx", "hero.blend"):
+            character = workbench.open_character(out / name)
+            assert character.id == "hero" and character.expressions == reference.expressions
+            result = workbench.render(spec)
+            assert iou(result["mask"], expected["mask"]) >= 0.9, name
+            assert np.abs(result["keypoints"][:, :2] - expected["keypoints"][:, :2]).max() <= 2.0, name
+    finally:
+        workbench.close()
+
+
+def test_scripts_inside_a_blend_never_run(assets):
+    out, _ = assets
+    marker = out / "MARKER"
+    workbench = blender()
+    try:
+        workbench.open_character(out / "trojan.blend")
+        workbench.render(specs(workbench._character, 0)[0])
+    finally:
+        workbench.close()
+    assert not marker.exists(), "a script inside the asset ran"
+    # The asset is armed: Blender opening it as a trusted file does run the script.
+    trusted = subprocess.run([sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile("
+                              "filepath=sys.argv[1], use_scripts=True)", str(out / "trojan.blend")],
+                             capture_output=True, text=True, timeout=300)
+    assert trusted.returncode == 0 and marker.exists()
+    marker.unlink()
+
+
+def test_broken_assets_are_rejected_with_reasons_and_the_worker_goes_on(tmp_path, character_dir):
+    (tmp_path / "empty.fbx").write_bytes(b"")
+    (tmp_path / "garbage.blend").write_bytes(b"BLENDER-v300" + os.urandom(2000))
+    (tmp_path / "static.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\n")
+    workbench = blender()
+    try:
+        good = sorted(character_dir.glob("*.glb"))[0]
+        workbench.open_character(good)
+        pid = workbench.worker_pid
+        reasons = {}
+        for name in ("empty.fbx", "garbage.blend", "static.obj", "missing.glb"):
+            with pytest.raises(CharacterError) as error:
+                workbench.open_character(tmp_path / name)
+            reasons[name] = str(error.value)
+        assert "empty file" in reasons["empty.fbx"]
+        assert "garbage.blend" in reasons["garbage.blend"]
+        assert ".obj" in reasons["static.obj"]
+        assert "no such file" in reasons["missing.glb"]
+        character = workbench.open_character(good)
+        assert workbench.render(specs(character, 1)[1])["mask"].any()
+        assert workbench.worker_pid == pid  # rejects cost no restarts
+    finally:
+        workbench.close()
+
+
+def test_a_crashed_or_hung_worker_is_replaced_and_the_character_retried(tmp_path, character_dir):
+    workbench = blender(timeout_s=8.0, log_dir=tmp_path / "logs")
+    try:
+        character = workbench.open_character(sorted(character_dir.glob("*.glb"))[1])
+        spec = specs(character, 1)[1]
+        first = workbench.render(spec)
+        crashed = workbench.worker_pid
+        os.kill(crashed, signal.SIGKILL)
+        again = workbench.render(spec)  # a new worker loads the character again and renders
+        assert workbench.worker_pid != crashed
+        np.testing.assert_array_equal(again["rgba"], first["rgba"])
+        hung = workbench.worker_pid
+        os.kill(hung, signal.SIGSTOP)
+        started = time.monotonic()
+        assert workbench.render(spec)["mask"].any()
+        assert workbench.worker_pid != hung and time.monotonic() - started >= 8.0
+        assert len(list((tmp_path / "logs").glob("blender-worker-*.log"))) == 3
+    finally:
+        workbench.close()
+
+
+def test_a_character_that_keeps_failing_is_rejected_with_the_log(tmp_path, character_dir):
+    """Renders that never finish in time: each try replaces the worker; after ``tries`` the
+    character is rejected naming the logs, and its later samples fail at once."""
+    from render.backends.blender_backend import WorkerFailed
+    slow = blender(engine="CYCLES", samples=100000, denoiser="NONE", timeout_s=2.0, tries=2,
+                   log_dir=tmp_path / "logs")
+    try:
+        character = slow.open_character(sorted(character_dir.glob("*.glb"))[0])
+        spec = specs(character, 1, resolution=(512, 768))[1]
+        with pytest.raises(WorkerFailed) as error:
+            slow.render(spec)
+        reason, logs = str(error.value), error.value.logs
+        assert "failed 2 times" in reason and "hung" in reason
+        assert len(logs) == 2 and all(log in reason and Path(log).is_file() for log in logs)
+        started = time.monotonic()
+        with pytest.raises(WorkerFailed):
+            slow.render(spec)
+        assert time.monotonic() - started < 1.0
+    finally:
+        slow.close()
+
+
+def test_workers_are_recycled_after_n_characters(character_dir):
+    files = sorted(character_dir.glob("*.glb"))
+    workbench = blender(recycle_after=2)
+    try:
+        pids = []
+        for path in files[:3]:
+            workbench.open_character(path)
+            pids.append(workbench.worker_pid)
+        assert pids[0] == pids[1] != pids[2]
+    finally:
+        workbench.close()
+
+
+def test_render_job_on_blender_writes_checked_shards_and_rejects_a_broken_asset(tmp_path, character_dir):
+    from ray_jobs.cli import main
+    from shards.inspect import inspect_dataset
+    from shards.reader import iter_dataset
+
+    folder = tmp_path / "characters"
+    folder.mkdir()
+    for path in sorted(character_dir.glob("*.glb"))[:3]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    (folder / "broken.fbx").write_bytes(b"Kaydara FBX Binary  \x00" + b"\x00" * 64)
+    code = main(["render", "--out", str(tmp_path / "job"), "--backend", "blender", "--engine", "workbench",
+                 "--runner", "local", "--quiet", "--set", f"characters.source={folder}", "--set",
+                 "poses_per_character=2", "--set", "resolution=[256, 384]"])
+    assert code == 0
+    assert inspect_dataset(tmp_path / "job").ok
+    manifest = json.loads(next((tmp_path / "job" / "pairs").glob("*.tar")).with_suffix(".json").read_text())
+    assert manifest["status"] == {"ok": 6, "rejected": 2}
+    assert all("broken.fbx" in r["error"] for r in manifest["rejects"])
+    width, height = 256, 384
+    view = StandardView()
+    inside = total = 0
+    for record in iter_dataset(tmp_path / "job" / "pairs"):
+        meta = record["json"]
+        assert meta["renderer"]["name"] == "blender"
+        x0, y0, x1, y1 = meta["std"]["face_box"]
+        assert abs((x0 + x1) / 2 - view.face_center[0] * width) <= 2
+        assert abs((y0 + y1) / 2 - view.face_center[1] * height) <= 2
+        assert abs((y1 - y0) / (view.head_height * height) - 1) <= 0.03
+        alpha = np.asarray(record["src.png"])[..., 3]
+        for x, y, visible in meta["src"]["keypoints"]:
+            if visible:
+                total += 1
+                inside += alpha[int(y), int(x)] > 0
+    assert inside / total >= 0.98

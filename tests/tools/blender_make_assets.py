@@ -1,0 +1,24 @@
+"""Run with the project's Python (bpy installed): python blender_make_assets.py SPEC.json.
+Imports a .glb character with Blender and saves it as the asset kinds the blender backend reads:
+.fbx, .blend, and a .blend carrying a text block registered to run on load (it would write the
+file ``marker`` if it ever ran). Used by the blender backend's tests."""
+import json
+import sys
+
+import bpy
+
+spec = json.loads(open(sys.argv[1]).read())
+bpy.ops.wm.read_factory_settings(use_empty=True)
+bpy.ops.import_scene.gltf(filepath=spec["glb"])
+for helper in bpy.data.collections["glTF_not_exported"].objects:  # the importer's bone display shape
+    bpy.data.objects.remove(helper)
+if spec.get("fbx"):
+    bpy.ops.export_scene.fbx(filepath=spec["fbx"], add_leaf_bones=False, bake_anim=False, path_mode="COPY",
+                             embed_textures=True)
+if spec.get("blend"):
+    bpy.ops.wm.save_as_mainfile(filepath=spec["blend"])
+if spec.get("trojan_blend"):
+    text = bpy.data.texts.new("on_load.py")
+    text.write(f"open({spec['marker']!r}, 'w').write('the script inside the asset ran')\n")
+    text.use_module = True  # registered: Blender runs it when the file is opened with scripts trusted
+    bpy.ops.wm.save_as_mainfile(filepath=spec["trojan_blend"])
