@@ -23,22 +23,29 @@ def _naive_pair(config, item: dict) -> dict:
         stage.teardown()
 
 
-def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), naive_samples: int = 24) -> dict:
+def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), naive_samples: int = 24,
+                 backend: str = "pyrender", engine: str | None = None) -> dict:
+    """Pairs/s into shards the way the render stage works (one renderer, a character loaded once,
+    its standard view rendered once) against the naive loop over a spread of the same samples.
+    With the blender backend the naive loop starts one Blender process per sample, as
+    Objaverse-XL's scripts do, with the same render settings."""
     from ray_jobs.config import config_hash, load_config
-    from ray_jobs.local import plan_shards, run_local
+    from ray_jobs.local import run_local
+    from ray_jobs.shardwork import plan_shards
     from render.config import RenderConfig
     from render.procedural import generate_characters
     from render.stage import RenderStage, plan_items
     from shards.schema import SYNTHETIC_PAIR
     from shards.writer import ShardWriter, package_versions
 
-    config = load_config(RenderConfig, "demo", [f"characters.count={characters}", f"poses_per_character={poses}",
-                                                 f"resolution=[{resolution[0]}, {resolution[1]}]"])
+    overrides = [f"characters.count={characters}", f"poses_per_character={poses}",
+                 f"resolution=[{resolution[0]}, {resolution[1]}]", f"backend={backend}"]
+    config = load_config(RenderConfig, "demo", overrides + ([f"blender.engine={engine}"] if engine else []))
     with tempfile.TemporaryDirectory(prefix="pairforge-bench-") as tmp:
         tmp = Path(tmp)
         files = [str(p) for p in generate_characters(tmp / "characters", characters, config.characters.seed)]
         items = plan_items(config, files)
-        versions = package_versions("pyrender")
+        versions = package_versions("pyrender" if backend == "pyrender" else "bpy")
         started = time.perf_counter()
         summary = run_local(RenderStage(config), plan_shards(items, config.samples_per_shard), tmp / "fast",
                             SYNTHETIC_PAIR, config_hash(config), versions, config.batch_size, progress=False)
@@ -53,7 +60,10 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
         naive_seconds = time.perf_counter() - started
     fast_rate = summary.done / fast_seconds
     naive_rate = len(naive_items) / naive_seconds
-    return {"benchmark": "render", "backend": config.backend, "resolution": list(config.resolution),
+    settings = {} if backend == "pyrender" else {"engine": config.blender.engine, "samples": config.blender.samples,
+                                                 "denoiser": config.blender.denoiser,
+                                                 "denoising_prefilter": config.blender.denoising_prefilter}
+    return {"benchmark": "render", "backend": config.backend, **settings, "resolution": list(config.resolution),
             "pairs": summary.done, "seconds": round(fast_seconds, 2), "pairs_per_s": round(fast_rate, 2),
             "naive_pairs": len(naive_items), "naive_seconds": round(naive_seconds, 2),
             "naive_pairs_per_s": round(naive_rate, 2), "ratio": round(fast_rate / naive_rate, 2),

@@ -99,6 +99,30 @@ def cmd_render(args) -> int:
     return 0
 
 
+def cmd_multiview(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.jobs import run_multiview
+    from render.multiview import MultiviewConfig
+
+    overrides = [f"objects={Path(args.objects).resolve()}"] + \
+        ([f"blender.engine={ENGINES[args.engine]}"] if args.engine else []) + list(args.set)
+    config = load_config(MultiviewConfig, args.config, overrides)
+    summary = run_multiview(config, args.out, runner=args.runner, address=args.address, workers=args.workers,
+                            overwrite=args.overwrite, progress=not args.quiet)
+    print("\n".join(summary.lines()))
+    return 0
+
+
+def cmd_qa(args) -> int:
+    from ray_jobs.qa import run_qa
+
+    overrides = [f"resolution={args.resolution}"] + \
+        ([f"blender.engine={ENGINES[args.engine]}"] if args.engine else []) + list(args.set)
+    result = run_qa(args.sample, args.out, args.backend, overrides)
+    print("\n".join(result["lines"]))
+    return 0 if result["ok"] else 1
+
+
 def cmd_inspect(args) -> int:
     from shards.inspect import inspect_dataset
 
@@ -183,7 +207,8 @@ def cmd_bench(args) -> int:
         figures = bench_ray(characters=args.characters, poses=args.poses, resolution=args.resolution)
     else:
         figures = bench_render(characters=args.characters, poses=args.poses, resolution=args.resolution,
-                               naive_samples=args.naive_samples)
+                               naive_samples=args.naive_samples, backend=args.backend or "pyrender",
+                               engine=ENGINES[args.engine] if args.engine else None)
     print(json.dumps(figures))
     return 0
 
@@ -256,6 +281,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(render)
     render.set_defaults(run=cmd_render)
 
+    multiview = sub.add_parser("multiview", help="mesh assets -> 7 views on a ring each -> multiview shards (Blender)")
+    multiview.add_argument("--objects", required=True, help="a folder of .glb/.gltf/.obj/.ply/.stl/.fbx/.blend meshes")
+    multiview.add_argument("--out", required=True)
+    multiview.add_argument("--config", help="YAML with the multiview settings")
+    multiview.add_argument("--engine", choices=tuple(ENGINES), help="Blender engine (default: cycles)")
+    multiview.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(multiview)
+    multiview.set_defaults(run=cmd_multiview)
+
+    qa = sub.add_parser("qa", help="render N seeded samples, check the invariants, write a contact sheet and an "
+                                   "HTML report; non-zero exit if any invariant fails")
+    qa.add_argument("--sample", type=int, default=8, help="samples per backend (default 8)")
+    qa.add_argument("--out", required=True)
+    qa.add_argument("--backend", choices=("pyrender", "blender", "both"), default="pyrender")
+    qa.add_argument("--engine", choices=tuple(ENGINES), help="Blender engine (default: cycles)")
+    qa.add_argument("--resolution", type=_resolution, default=[512, 768], help="WIDTHxHEIGHT (default 512x768)")
+    qa.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="render config override")
+    qa.set_defaults(run=cmd_qa)
+
     comp = sub.add_parser("composite", help="place synthetic pairs on backgrounds -> composited_pair shards")
     _add_pairs_stage_options(comp)
     comp.set_defaults(run=cmd_composite)
@@ -298,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--poses", type=int, default=16)
     bench.add_argument("--resolution", type=_resolution, default=[512, 768])
     bench.add_argument("--naive-samples", type=int, default=24, help="samples for the naive baseline loop")
+    _add_backend_options(bench)
     bench.set_defaults(run=cmd_bench)
     return parser
 

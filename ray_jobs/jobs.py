@@ -94,6 +94,21 @@ def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", a
                      address, workers, progress, sample_timeout)
 
 
+def run_multiview(config, out_dir: str | Path, runner: str = "ray", address: str | None = None,
+                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> RunSummary:
+    """Mesh assets of ``config.objects`` -> ``multiview`` shards in ``out_dir`` (Blender)."""
+    from render.multiview import MultiviewStage, object_files, plan_objects
+    from shards.schema import MULTIVIEW
+
+    out_dir = Path(out_dir).resolve()
+    files = object_files(config)  # fails now, before any work, on a missing or empty folder
+    prepare_output(config, out_dir, out_dir, overwrite)
+    shards = plan_shards(plan_objects(config, files), config.samples_per_shard)
+    timeout = 3 * config.blender.timeout_s * config.blender.tries * config.views + 60
+    return run_stage(MultiviewStage(config, log_dir=str(out_dir / "logs")), shards, out_dir, MULTIVIEW, config,
+                     package_versions("bpy"), runner, address, workers, progress, timeout)
+
+
 def pairs_folder(in_dir: str | Path) -> Path:
     """A render job's --out, or its pairs/ folder itself -> the folder of synthetic_pair shards."""
     in_dir = Path(in_dir).resolve()

@@ -3,7 +3,7 @@ transparency shows), the standardized render, and the source with its skeleton d
 from __future__ import annotations
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from render.skeleton import OPENPOSE_LIMBS
 
@@ -53,8 +53,10 @@ def sheet(rows: list[list[Image.Image]], thumb_width: int = 160, groups: int = 2
     return out
 
 
-def _labelled(image: Image.Image, text: str) -> Image.Image:
-    ImageDraw.Draw(image).text((6, 6), text, fill=(0, 0, 0))
+def labelled(image: Image.Image, text: str) -> Image.Image:
+    """``text`` in the top-left corner, sized to stay legible when the image becomes a thumbnail."""
+    font = ImageFont.load_default(size=max(10, image.width // 24))
+    ImageDraw.Draw(image).text((6, 6), text, fill=(0, 0, 0), font=font)
     return image
 
 
@@ -63,7 +65,7 @@ def contact_sheet(records: list[dict], thumb_width: int = 160, groups: int = 2) 
     rows = []
     for record in records:
         src, meta = record["src.png"], record["json"]
-        rows.append([_labelled(on_checkerboard(src), record["__key__"]), Image.fromarray(record["std.png"]),
+        rows.append([labelled(on_checkerboard(src), record["__key__"]), Image.fromarray(record["std.png"]),
                      draw_skeleton(on_checkerboard(src), meta["src"]["keypoints"], radius=max(3, src.shape[1] // 100))])
     return sheet(rows, thumb_width, groups)
 
@@ -75,7 +77,7 @@ def composite_sheet(pairs: dict[str, dict], composites: list[dict], thumb_width:
     rows = []
     for record in composites:
         source = pairs[record["json"]["pair_key"]]["src.png"]
-        rows.append([_labelled(on_checkerboard(source), record["__key__"]), Image.fromarray(record["src.jpg"]),
+        rows.append([labelled(on_checkerboard(source), record["__key__"]), Image.fromarray(record["src.jpg"]),
                      Image.fromarray(record["src_bgmask.png"]), Image.fromarray(record["src_pose.png"])])
     return sheet(rows, thumb_width, groups)
 
@@ -106,5 +108,5 @@ def router_sheet(records: list[dict], thumb_width: int = 128, groups: int = 1) -
         size = (image.shape[1], image.shape[0])
         refs = [_fit(Image.fromarray(record[f"subj{i}.png"], "RGBA"), size) for i in range(n)]
         refs += [Image.new("RGB", size, (255, 255, 255))] * (4 - n)
-        rows.append([_labelled(Image.fromarray(image), record["__key__"]), Image.fromarray(overlay), *refs])
+        rows.append([labelled(Image.fromarray(image), record["__key__"]), Image.fromarray(overlay), *refs])
     return sheet(rows, thumb_width, groups)

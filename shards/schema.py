@@ -165,7 +165,35 @@ ROUTER_SAMPLE = Schema(
     count_key="subjects",
 )
 
-SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR, ROUTER_SAMPLE)}
+def _multiview_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "object_id", "views", "renderer", "seed", "split") if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    problems = [] if meta["schema"] == MULTIVIEW.tag else [f"json schema {meta['schema']!r} is not {MULTIVIEW.tag!r}"]
+    images = [record[f"view{i}.png"] for i in range(len(meta["views"]))]
+    if not images:
+        problems.append("a multiview record needs at least one view")
+    elif len({image.shape for image in images}) > 1:
+        problems.append("views differ in size")
+    for i, (image, view) in enumerate(zip(images, meta["views"])):
+        camera = view.get("camera", {}) if isinstance(view, dict) else {}
+        if np.asarray(camera.get("pose", []), dtype=float).shape != (4, 4) or "focal_px" not in camera:
+            problems.append(f"views[{i}].camera needs a 4x4 pose and focal_px")
+        if not image[..., 3].any():
+            problems.append(f"view{i}.png is empty (fully transparent)")
+    return problems
+
+
+MULTIVIEW = Schema(
+    name="multiview",
+    version=1,
+    members={"json": "json"},
+    check_meta=_multiview_meta,
+    indexed={"view{i}.png": "RGBA"},
+    count_key="views",
+)
+
+SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR, ROUTER_SAMPLE, MULTIVIEW)}
 
 
 def schema_named(name: str) -> Schema:

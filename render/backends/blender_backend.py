@@ -208,7 +208,8 @@ class BlenderBackend:
         reply = self._request(
             "render_character", skin={k: v.ravel().tolist() for k, v in node_skinning(character, spec.pose).items()},
             shape_keys=shape_key_weights(character, spec.expression),
-            points=sorted({character.node_names[n] for n in named.values()}), **self._view_args(spec, camera_pose, fpx))
+            points=sorted({character.node_names[n] for n in named.values()}),
+            **self._view_args(camera_pose, fpx, spec.resolution, spec.lights, spec.ambient))
         points = dict(posed.points)
         for point, node in named.items():
             if character.node_names[node] in reply["points"]:
@@ -218,11 +219,11 @@ class BlenderBackend:
                                 spec, self._character_height)
 
     @staticmethod
-    def _view_args(spec: SceneSpec, camera_pose: np.ndarray, fpx: float) -> dict:
+    def _view_args(camera_pose: np.ndarray, fpx: float, resolution, lights, ambient: float) -> dict:
         lights = [{"pose": light_pose(camera_pose, light).tolist(), "intensity": light.intensity,
-                   "colour": list(light.colour)} for light in spec.lights]
-        return {"camera": camera_pose.tolist(), "focal_px": float(fpx), "resolution": list(spec.resolution),
-                "lights": lights, "ambient": float(spec.ambient)}
+                   "colour": list(light.colour)} for light in lights]
+        return {"camera": camera_pose.tolist(), "focal_px": float(fpx), "resolution": list(resolution),
+                "lights": lights, "ambient": float(ambient)}
 
     # --- static objects (multi-view renders) -----------------------------------------------------
     def open_object(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -230,10 +231,11 @@ class BlenderBackend:
         reply = self._load("load_object", Path(path).resolve())
         return np.asarray(reply["min"]), np.asarray(reply["max"])
 
-    def render_view(self, spec: SceneSpec, camera_pose: np.ndarray, fpx: float) -> dict:
-        """The loaded object from ``camera_pose`` with the spec's lights and resolution."""
-        width, height = spec.resolution
-        reply = self._request("render_view", **self._view_args(spec, camera_pose, fpx))
+    def render_view(self, camera_pose: np.ndarray, fpx: float, resolution: tuple[int, int], lights,
+                    ambient: float) -> dict:
+        """The loaded object from ``camera_pose`` (lights given relative to the camera)."""
+        width, height = resolution
+        reply = self._request("render_view", **self._view_args(camera_pose, fpx, resolution, lights, ambient))
         rgba = np.array(reply["rgba"])
         return {"rgba": rgba, "mask": rgba[..., 3] > 0, "depth": np.array(reply["depth"]),
                 "camera": camera_json(camera_pose, fpx, width, height)}

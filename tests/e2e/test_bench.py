@@ -1,0 +1,32 @@
+"""The benchmark commands keep working and keep their contract: the last line printed is one
+JSON object with the figure, its baseline from the same run, and the ratio (tiny workloads
+here; the figures themselves come from running the commands, see the README)."""
+import importlib.util
+import json
+
+import pytest
+
+from ray_jobs.cli import main
+
+
+def last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_bench_render_prints_rate_baseline_and_ratio(capsys):
+    assert main(["bench", "render", "--characters", "1", "--poses", "3", "--resolution", "128x192",
+                 "--naive-samples", "2"]) == 0
+    figures = last_json(capsys)
+    assert figures["backend"] == "pyrender" and figures["pairs"] == 3 and figures["naive_pairs"] == 2
+    assert figures["pairs_per_s"] > 0 and figures["naive_pairs_per_s"] > 0
+    assert figures["ratio"] == pytest.approx(figures["pairs_per_s"] / figures["naive_pairs_per_s"], rel=0.05)
+
+
+@pytest.mark.blender
+@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+def test_bench_render_on_blender_names_its_engine_settings(capsys):
+    assert main(["bench", "render", "--backend", "blender", "--engine", "workbench", "--characters", "1",
+                 "--poses", "2", "--resolution", "128x192", "--naive-samples", "1"]) == 0
+    figures = last_json(capsys)
+    assert figures["backend"] == "blender" and figures["engine"] == "BLENDER_WORKBENCH"
+    assert figures["pairs"] == 2 and figures["ratio"] > 0
