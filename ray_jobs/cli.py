@@ -104,8 +104,7 @@ def cmd_multiview(args) -> int:
     from ray_jobs.jobs import run_multiview
     from render.multiview import MultiviewConfig
 
-    overrides = [f"objects={Path(args.objects).resolve()}"] + \
-        ([f"blender.engine={ENGINES[args.engine]}"] if args.engine else []) + list(args.set)
+    overrides = [f"objects={Path(args.objects).resolve()}"] + _engine_override(args) + list(args.set)
     config = load_config(MultiviewConfig, args.config, overrides)
     summary = run_multiview(config, args.out, runner=args.runner, address=args.address, workers=args.workers,
                             overwrite=args.overwrite, progress=not args.quiet)
@@ -116,8 +115,7 @@ def cmd_multiview(args) -> int:
 def cmd_qa(args) -> int:
     from ray_jobs.qa import run_qa
 
-    overrides = [f"resolution={args.resolution}"] + \
-        ([f"blender.engine={ENGINES[args.engine]}"] if args.engine else []) + list(args.set)
+    overrides = [f"resolution={args.resolution}"] + _engine_override(args) + list(args.set)
     result = run_qa(args.sample, args.out, args.backend, overrides)
     print("\n".join(result["lines"]))
     return 0 if result["ok"] else 1
@@ -233,9 +231,12 @@ def _add_backend_options(parser: argparse.ArgumentParser, default: str | None = 
                         help="Blender engine, short for --set blender.engine=... (default: cycles)")
 
 
+def _engine_override(args) -> list[str]:
+    return [f"blender.engine={ENGINES[args.engine]}"] if args.engine else []
+
+
 def _backend_overrides(args) -> list[str]:
-    return ([f"backend={args.backend}"] if args.backend else []) + \
-        ([f"blender.engine={ENGINES[args.engine]}"] if args.engine else [])
+    return ([f"backend={args.backend}"] if args.backend else []) + _engine_override(args)
 
 
 def _add_pairs_stage_options(parser: argparse.ArgumentParser) -> None:

@@ -14,11 +14,15 @@ from ray_jobs.config import (
     write_resolved,
 )
 from ray_jobs.shardwork import RunSummary, plan_shards
+from render.backends.blender_worker import (
+    CHARACTER_SUFFIXES as BLENDER_CHARACTER_SUFFIXES,
+)
 from render.config import RenderConfig
+from render.gltf import BINARY_GLTF_SUFFIXES
 from shards.schema import SYNTHETIC_PAIR
 from shards.writer import package_versions
 
-CHARACTER_SUFFIXES = {"pyrender": (".glb", ".vrm"), "blender": (".glb", ".gltf", ".vrm", ".fbx", ".blend")}
+CHARACTER_SUFFIXES = {"pyrender": BINARY_GLTF_SUFFIXES, "blender": BLENDER_CHARACTER_SUFFIXES}
 RUNNERS = ("ray", "local")
 
 

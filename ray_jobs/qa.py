@@ -36,7 +36,7 @@ def run_qa(sample: int, out: str | Path, backend: str = "pyrender", overrides: l
         decoded = {}
         for record in records:
             if record.get("status", "ok") != "ok":
-                rejects.append({"backend": name, "key": record["__key__"], "error": record.get("error", "")})
+                rejects.append({"backend": name, "key": record["__key__"], "error": record.get("error") or "unknown"})
                 continue
             decoded[record["__key__"]] = {"__key__": record["__key__"],
                                           **{m: decode_member(m, record[m]) for m in ("src.png", "std.png", "json")}}
@@ -46,7 +46,7 @@ def run_qa(sample: int, out: str | Path, backend: str = "pyrender", overrides: l
             {"resolution": list(config.resolution), "engine": config.blender.engine, "samples": config.blender.samples}
     if len(by_backend) == 2:
         findings += check_parity(by_backend["pyrender"], by_backend["blender"], ("pyrender", "blender"))
-    sheet = write_contact_sheet(by_backend, out / "contact_sheet.png")
+    sheet = write_contact_sheet(by_backend, tuple(config.resolution), out / "contact_sheet.png")
     report = write_report(findings, rejects, by_backend, out, settings)
     failures = [f for f in findings if not f.passed]
     lines = [f"qa: {sample} sample(s) on {', '.join(by_backend)}: {len(findings) - len(failures)} checks passed, "

@@ -67,8 +67,9 @@ def shards_left(out_dir: Path, shards: list[list[dict]], config_hash: str, summa
     return todo
 
 
-class SampleTimeout(Exception):
-    pass
+class SampleTimeout(BaseException):
+    """A sample's deadline passed. Not an Exception, so a stage's per-sample ``except Exception``
+    cannot swallow it: process_safely must see it to redo the batch one sample at a time."""
 
 
 def process_safely(stage: Stage, batch: list[dict], seconds: float | None) -> list[dict]:

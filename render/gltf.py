@@ -14,6 +14,7 @@ COMPONENT_DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint
 DTYPE_COMPONENTS = {np.dtype(v): k for k, v in COMPONENT_DTYPES.items()}
 TYPE_SIZES = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
 ARRAY_BUFFER, ELEMENT_ARRAY_BUFFER = 34962, 34963
+BINARY_GLTF_SUFFIXES = (".glb", ".vrm")  # VRM is binary glTF with extensions
 
 
 class GltfError(ValueError):
@@ -107,7 +108,7 @@ class Glb:
     @classmethod
     def load(cls, path: str | Path) -> "Glb":
         path = Path(path)
-        if path.suffix.lower() not in (".glb", ".vrm"):  # VRM is binary glTF with extensions
+        if path.suffix.lower() not in BINARY_GLTF_SUFFIXES:
             raise GltfError(f"{path.name}: the numpy loader reads binary glTF (.glb, .vrm), not {path.suffix}; "
                             f"render it with --backend blender")
         return cls(path.read_bytes(), path.name)

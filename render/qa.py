@@ -116,8 +116,10 @@ def _thumbnails(record: dict) -> tuple[Image.Image, Image.Image]:
     return with_skeleton, Image.fromarray(record["std.png"])
 
 
-def write_contact_sheet(by_backend: dict[str, dict[str, dict]], path: Path, thumb_width: int = 160) -> Path:
-    """Per sample: source with skeleton and standard render of each backend, side by side."""
+def write_contact_sheet(by_backend: dict[str, dict[str, dict]], size: tuple[int, int], path: Path,
+                        thumb_width: int = 160) -> Path:
+    """Per sample: source with skeleton and standard render of each backend, side by side
+    (``size`` is the render resolution)."""
     keys = sorted(set.union(*(set(records) for records in by_backend.values())))
     rows = []
     for key in keys:
@@ -126,8 +128,7 @@ def write_contact_sheet(by_backend: dict[str, dict[str, dict]], path: Path, thum
             if key in records:
                 src, std = _thumbnails(records[key])
                 row += [labelled(src, f"{backend} {key}"), std]
-            else:  # rejected on this backend: a blank pair of cells
-                size = next(iter(next(iter(by_backend.values())).values()))["std.png"].shape[1::-1]
+            else:  # rejected on this backend: a pink pair of cells
                 row += [Image.new("RGB", size, (255, 220, 220))] * 2
         rows.append(row)
     sheet(rows, thumb_width, groups=1 if len(by_backend) > 1 else 2).save(path)
@@ -151,7 +152,7 @@ def write_report(findings: list[Finding], rejects: list[dict], by_backend: dict[
     groups: dict[tuple[str, str], list[Finding]] = {}
     for finding in findings:
         groups.setdefault((finding.backend, finding.key), []).append(finding)
-    rows = [(False, r["backend"], r["key"], f'<li class="fail">rendered: {html.escape(r["error"])}</li>')
+    rows = [(False, r["backend"], r["key"], f'<li class="fail">&#10007; REJECT rendered: {html.escape(r["error"])}</li>')
             for r in rejects]
     for (backend, key), group in groups.items():
         items = "".join(f'<li class="{"pass" if f.passed else "fail"}">{"&#10003;" if f.passed else "&#10007;"} '

@@ -68,14 +68,17 @@ class RenderStage(Stage):
         """Load the character at ``path`` (once) and render its standardized view (once)."""
         if path == self._current:
             return
-        self._current, self._character, self._standard, self._failed = path, None, None, None
+        self._current, self._character, self._standard, self._failed = None, None, None, None
         try:
             character = self.backend.open_character(path)
             spec = standard_spec(self.config.standard, character.id, Path(path).name, self.config.resolution)
             result = self.backend.render(spec)
-        except CharacterError as error:
-            self._failed = f"character: {error}"
+        except Exception as error:  # it cannot load, or its standard render (which every pair needs) failed
+            detail = str(error) if isinstance(error, CharacterError) else f"{type(error).__name__}: {error}"
+            self._current, self._failed = path, f"character: {detail}"
             return
+        # An interrupt (a sample deadline) leaves _current unset, so the next sample tries again.
+        self._current = path
         self._character = character
         self._standard = {
             "png": encode_png(result["rgb_on_white"], self.config.png_compress_level),

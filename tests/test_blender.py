@@ -72,7 +72,8 @@ def assets(tmp_path_factory, character_dir):
     out = tmp_path_factory.mktemp("assets")
     glb = sorted(character_dir.glob("*.glb"))[0]
     spec = {"glb": str(glb), "fbx": str(out / "hero.fbx"), "blend": str(out / "hero.blend"),
-            "trojan_blend": str(out / "trojan.blend"), "marker": str(out / "MARKER")}
+            "trojan_blend": str(out / "trojan.blend"), "marker": str(out / "MARKER"),
+            "driver_marker": str(out / "DRIVER_MARKER")}
     (out / "spec.json").write_text(json.dumps(spec))
     made = subprocess.run([sys.executable, str(TOOLS / "blender_make_assets.py"), str(out / "spec.json")],
                           capture_output=True, text=True, timeout=300)
@@ -98,22 +99,40 @@ def test_every_asset_format_renders_like_the_glb(assets, backend):
         workbench.close()
 
 
+TRUSTING_APPEND = """
+import bpy, sys
+bpy.context.preferences.filepaths.use_scripts_auto_execute = True
+with bpy.data.libraries.load(sys.argv[1], link=False) as (source, target):
+    target.objects = list(source.objects)
+for obj in target.objects:
+    bpy.context.scene.collection.objects.link(obj)
+bpy.context.view_layer.update()
+"""
+
+
 def test_scripts_inside_a_blend_never_run(assets):
+    """A .blend with a text block registered to run on load and a Python driver: the backend
+    imports and renders it and neither runs. The controls show both are armed: Blender opening
+    the file as trusted runs the text block, appending it with auto-execution on runs the driver."""
     out, _ = assets
-    marker = out / "MARKER"
+    marker, driver_marker = out / "MARKER", out / "DRIVER_MARKER"
     workbench = blender()
     try:
-        workbench.open_character(out / "trojan.blend")
-        workbench.render(specs(workbench._character, 0)[0])
+        character = workbench.open_character(out / "trojan.blend")
+        for spec in specs(character, 1):
+            assert workbench.render(spec)["mask"].any()
     finally:
         workbench.close()
-    assert not marker.exists(), "a script inside the asset ran"
-    # The asset is armed: Blender opening it as a trusted file does run the script.
-    trusted = subprocess.run([sys.executable, "-c", "import bpy, sys; bpy.ops.wm.open_mainfile("
-                              "filepath=sys.argv[1], use_scripts=True)", str(out / "trojan.blend")],
-                             capture_output=True, text=True, timeout=300)
-    assert trusted.returncode == 0 and marker.exists()
+    assert not marker.exists(), "a text block inside the asset ran"
+    assert not driver_marker.exists(), "a Python driver inside the asset ran"
+    for code in ("import bpy, sys; bpy.ops.wm.open_mainfile(filepath=sys.argv[1], use_scripts=True)",
+                 TRUSTING_APPEND):
+        control = subprocess.run([sys.executable, "-c", code, str(out / "trojan.blend")], capture_output=True,
+                                 text=True, timeout=300)
+        assert control.returncode == 0, control.stderr[-2000:]
+    assert marker.exists() and driver_marker.exists()
     marker.unlink()
+    driver_marker.unlink()
 
 
 def test_broken_assets_are_rejected_with_reasons_and_the_worker_goes_on(tmp_path, character_dir):
@@ -231,3 +250,33 @@ def test_render_job_on_blender_writes_checked_shards_and_rejects_a_broken_asset(
                 total += 1
                 inside += alpha[int(y), int(x)] > 0
     assert inside / total >= 0.98
+
+
+def test_a_killed_job_takes_its_busy_blender_worker_with_it(character_dir):
+    """SIGKILL on the job's process (a Ray worker killed by its watchdog, an OOM kill) in the
+    middle of a long render leaves no Blender process behind."""
+    job = subprocess.Popen([sys.executable, "-c", (
+        "import sys\n"
+        "from render.backends.blender_backend import BlenderBackend\n"
+        "from render.config import BlenderSettings\n"
+        "from render.spec import StandardView, standard_spec\n"
+        "b = BlenderBackend(BlenderSettings(samples=100000, denoiser='NONE'))\n"
+        "c = b.open_character(sys.argv[1])\n"
+        "print(b.worker_pid, flush=True)\n"
+        "b.render(standard_spec(StandardView(), c.id, 'x', (512, 768)))\n"), str(sorted(character_dir.glob("*.glb"))[0])],
+        stdout=subprocess.PIPE, text=True)
+    worker = int(job.stdout.readline())
+    time.sleep(1.0)  # the worker is now path tracing, for minutes
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z":  # exited, not yet reaped
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(worker, signal.SIGKILL)
+        pytest.fail(f"the Blender worker {worker} outlived its job")

@@ -9,7 +9,9 @@ retried, until ``tries`` failures reject the character with the worker's log in 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,10 +33,11 @@ from render.characters import (
     shape_key_weights,
 )
 from render.config import BlenderSettings
+from render.gltf import BINARY_GLTF_SUFFIXES
 from render.spec import SceneSpec, resolve_camera
 
-GLTF_BINARY_SUFFIXES = (".glb", ".vrm")  # read by render.characters as they are
 START_TIMEOUT_S = 120.0
+_WORKER_NUMBERS = itertools.count(1)  # log names stay unique across backends in one process
 
 
 class WorkerFailed(CharacterError):
@@ -47,45 +50,65 @@ class WorkerFailed(CharacterError):
 
 
 class _Worker:
-    """One Blender process with its pipes and log."""
+    """One Blender process with its pipes, scratch folder and log. A request interrupted between
+    sending and a complete reply leaves the pipe out of step: ``in_flight`` says so."""
 
-    def __init__(self, log_dir: Path, number: int):
+    def __init__(self, log_dir: Path):
         log_dir.mkdir(parents=True, exist_ok=True)
-        self.log_path = log_dir / f"blender-worker-{os.getpid()}-{number}.log"
+        self.log_path = log_dir / f"blender-worker-{os.getpid()}-{next(_WORKER_NUMBERS)}.log"
+        self.scratch = Path(tempfile.mkdtemp(prefix="pairforge-blender-"))
+        self.in_flight = False
+        self.process = None
         request_read, self.request = os.pipe()
         self.reply, reply_write = os.pipe()
         env = dict(os.environ)
         # EEVEE on Mesa compiles its shaders once per machine when the cache persists (~15 s each time otherwise).
         env.setdefault("MESA_SHADER_CACHE_DIR", str(Path.home() / ".cache" / "pairforge" / "mesa-shaders"))
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "render.backends.blender_worker", str(request_read), str(reply_write)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, pass_fds=(request_read, reply_write),
-                cwd=Path(__file__).resolve().parents[2], env=env)
-        os.close(request_read)
-        os.close(reply_write)
-        hello, _ = receive(self.reply, time.monotonic() + START_TIMEOUT_S)
-        self.version = hello["version"]
+        try:
+            with open(self.log_path, "ab") as log:
+                self.process = subprocess.Popen(
+                    [sys.executable, "-m", "render.backends.blender_worker", str(request_read), str(reply_write),
+                     str(self.scratch)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    pass_fds=(request_read, reply_write), cwd=Path(__file__).resolve().parents[2], env=env,
+                    start_new_session=True)  # a Ctrl-C meant for the job reaches the worker through us
+            os.close(request_read)
+            os.close(reply_write)
+            receive(self.reply, time.monotonic() + START_TIMEOUT_S)  # the worker's hello: bpy imported
+        except BaseException:
+            for fd in (request_read, reply_write):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            self.close(kill=True)
+            raise
 
     def call(self, op: str, timeout_s: float, **args) -> tuple[dict, dict]:
+        self.in_flight = True
         send(self.request, {"op": op, "args": args})
-        return receive(self.reply, time.monotonic() + timeout_s)
+        reply = receive(self.reply, time.monotonic() + timeout_s)
+        self.in_flight = False
+        return reply
 
-    def close(self, kill: bool = False) -> None:
-        if self.process.poll() is None and not kill:
+    def close(self, kill: bool = False) -> int | None:
+        """Stop the process (politely unless ``kill``); returns its exit code."""
+        if self.process is not None and self.process.poll() is None and not kill and not self.in_flight:
             try:
                 send(self.request, {"op": "quit"})
                 self.process.wait(timeout=10)
             except (WorkerGone, subprocess.TimeoutExpired):
                 pass
-        if self.process.poll() is None:
+        if self.process is not None and self.process.poll() is None:
             self.process.kill()
-            self.process.wait()
+        code = self.process.wait() if self.process is not None else None
         for fd in (self.request, self.reply):
             try:
                 os.close(fd)
             except OSError:
                 pass
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        return code
 
 
 class BlenderBackend:
@@ -98,31 +121,37 @@ class BlenderBackend:
         except metadata.PackageNotFoundError:
             raise ImportError("the blender backend needs the blender extra: pip install 'pairforge[blender]'") from None
         self.log_dir = Path(log_dir) if log_dir else Path(tempfile.gettempdir()) / "pairforge-blender-logs"
-        self.rig_cache = self.log_dir / "rigs"
+        self.rigs = self.log_dir / "rigs"  # non-glTF rigs exported once for the numpy side
         self._worker: _Worker | None = None
-        self._started = 0
         self._loaded_by_worker = 0
-        self._asset: tuple[str, str] | None = None  # (op, path) the worker holds now
+        self._asset: tuple[str, str, str | None] | None = None  # (load op, path, rig export) the worker holds
         self._character: Character | None = None
+        self._character_height = 0.0
         self._failed: WorkerFailed | None = None
         self.device = None
 
     # --- the worker's life ---------------------------------------------------------------------
     def _ensure_worker(self) -> _Worker:
+        """A configured worker; one that fails to start or configure is killed, never kept."""
         if self._worker is None:
-            self._started += 1
-            self._worker = _Worker(self.log_dir, self._started)
-            s = self.settings
-            reply = self._checked(self._worker.call("configure", START_TIMEOUT_S, engine=s.engine, samples=s.samples,
-                                                    denoiser=s.denoiser, denoising_prefilter=s.denoising_prefilter,
-                                                    device=s.device))
-            self.device, self._loaded_by_worker = reply["device"], 0
+            worker = _Worker(self.log_dir)
+            try:
+                s = self.settings
+                reply = self._checked(worker.call("configure", START_TIMEOUT_S, engine=s.engine, samples=s.samples,
+                                                  denoiser=s.denoiser, denoising_prefilter=s.denoising_prefilter,
+                                                  device=s.device))
+            except BaseException:
+                worker.close(kill=True)
+                raise
+            self._worker, self.device, self._loaded_by_worker = worker, reply["device"], 0
         return self._worker
 
-    def _drop_worker(self, kill: bool) -> None:
+    def _drop_worker(self, kill: bool) -> int | None:
+        code = None
         if self._worker is not None:
-            self._worker.close(kill=kill)
+            code = self._worker.close(kill=kill)
             self._worker = None
+        return code
 
     @staticmethod
     def _checked(reply: tuple[dict, dict]) -> dict:
@@ -134,31 +163,32 @@ class BlenderBackend:
 
     def _request(self, op: str, **args) -> dict:
         """``op`` on the worker holding the current asset; a crashed or hung worker is replaced,
-        the asset loaded again and the request retried, ``tries`` times in all."""
+        the asset loaded again and the request retried, ``tries`` times in all. Loads get at least
+        START_TIMEOUT_S: a deadline tuned for renders must not starve an importer."""
         if self._failed:
             raise self._failed
+        load_timeout = max(self.settings.timeout_s, START_TIMEOUT_S)
+        timeout = load_timeout if op.startswith("load_") else self.settings.timeout_s
         problems = []
         for _ in range(self.settings.tries):
             log_path = None
             try:
                 worker = self._ensure_worker()
                 log_path = worker.log_path
-                if op not in ("load_character", "load_object") and self._loaded_by_worker == 0:
+                if not op.startswith("load_") and self._loaded_by_worker == 0:
                     load_op, path, export = self._asset
-                    self._checked(worker.call(load_op, self.settings.timeout_s, **self._load_args(load_op, path, export)))
+                    self._checked(worker.call(load_op, load_timeout, **self._load_args(load_op, path, export)))
                     self._loaded_by_worker = 1
-                return self._checked(worker.call(op, self.settings.timeout_s, **args))
+                return self._checked(worker.call(op, timeout, **args))
             except (WorkerGone, WorkerTimeout) as error:
-                what = f"hung (no reply in {self.settings.timeout_s:g} s)" if isinstance(error, WorkerTimeout) \
-                    else f"crashed (exit code {self._worker.process.poll() if self._worker else '?'})"
+                code = self._drop_worker(kill=True)
+                what = f"hung (no reply in {timeout:g} s)" if isinstance(error, WorkerTimeout) \
+                    else f"crashed (exit code {code})"
                 problems.append((f"worker {what}, log {log_path}", str(log_path)))
-                self._drop_worker(kill=True)
-            except BaseException:
-                # Anything else mid-request (an interrupt, a deadline signal) leaves the worker's
-                # state unknown: replace it rather than reuse it.
-                if not isinstance(sys.exc_info()[1], (CharacterError, RuntimeError)):
+            finally:
+                if self._worker is not None and self._worker.in_flight:
+                    # Interrupted mid-request (a signal, an interrupt): the pipe is out of step.
                     self._drop_worker(kill=True)
-                raise
         self._failed = WorkerFailed(f"blender {op} failed {len(problems)} times: "
                                     + "; ".join(what for what, _ in problems), [log for _, log in problems])
         raise self._failed
@@ -182,10 +212,10 @@ class BlenderBackend:
         from the file itself when it is binary glTF, else from the rig Blender exports."""
         path = Path(path).resolve()
         export = None
-        if path.suffix.lower() not in GLTF_BINARY_SUFFIXES:
+        if path.suffix.lower() not in BINARY_GLTF_SUFFIXES:
             digest = hashlib.sha256(f"{path}:{path.stat().st_mtime_ns if path.exists() else 0}".encode()).hexdigest()
-            export = str(self.rig_cache / f"{path.stem}-{digest[:12]}.glb")
-        self._load("load_character", path, export)
+            export = str(self.rigs / f"{path.stem}-{digest[:12]}.glb")
+        self._load("load_character", path, export if export and not Path(export).exists() else None)
         character = load_character(export or path)
         character.id, character.path = path.stem, str(path)  # the asset's identity, not the exported rig's
         self._character = character
@@ -215,8 +245,8 @@ class BlenderBackend:
             if character.node_names[node] in reply["points"]:
                 points[point] = np.asarray(reply["points"][character.node_names[node]])
         blender_posed = PosedCharacter(posed.positions, posed.normals, points)
-        return character_result(np.array(reply["rgba"]), np.array(reply["depth"]), blender_posed, camera_pose, fpx,
-                                spec, self._character_height)
+        return character_result(reply["rgba"], reply["depth"], blender_posed, camera_pose, fpx, spec,
+                                self._character_height)
 
     @staticmethod
     def _view_args(camera_pose: np.ndarray, fpx: float, resolution, lights, ambient: float) -> dict:
@@ -236,8 +266,8 @@ class BlenderBackend:
         """The loaded object from ``camera_pose`` (lights given relative to the camera)."""
         width, height = resolution
         reply = self._request("render_view", **self._view_args(camera_pose, fpx, resolution, lights, ambient))
-        rgba = np.array(reply["rgba"])
-        return {"rgba": rgba, "mask": rgba[..., 3] > 0, "depth": np.array(reply["depth"]),
+        rgba = reply["rgba"]
+        return {"rgba": rgba, "mask": rgba[..., 3] > 0, "depth": reply["depth"],
                 "camera": camera_json(camera_pose, fpx, width, height)}
 
     @property

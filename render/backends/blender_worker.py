@@ -1,6 +1,6 @@
 """The Blender side of the blender backend: a long-lived process that owns bpy, imports one asset
 at a time and renders it on request. Run by render.backends.blender_backend as
-``python -m render.backends.blender_worker IN_FD OUT_FD``; its stdout/stderr (Blender's own
+``python -m render.backends.blender_worker IN_FD OUT_FD SCRATCH_DIR``; its stdout/stderr (Blender's own
 output) go to the per-worker log the client opened. The client never imports bpy (a process that
 imported bpy cannot spawn children), and a hung or crashed Blender takes only this process down.
 
@@ -10,9 +10,8 @@ Blender deforms the mesh itself (its own skinning, shape keys and materials)."""
 from __future__ import annotations
 
 import os
-import shutil
+import signal
 import sys
-import tempfile
 import traceback
 from pathlib import Path
 
@@ -37,12 +36,12 @@ def _matrix(bpy_matrix) -> np.ndarray:
 
 
 class BlenderWorker:
-    def __init__(self, bpy):
+    def __init__(self, bpy, scratch: Path):
         import mathutils
         self.bpy, self.mathutils = bpy, mathutils
         self.settings: dict = {}
         self.device = "CPU"
-        self.scratch = Path(tempfile.mkdtemp(prefix="pairforge-blender-"))
+        self.scratch = scratch  # made and removed by the client, which outlives a killed worker
         self.armature = None
         self.bone_order: list = []
 
@@ -161,8 +160,9 @@ class BlenderWorker:
                 result = bpy.ops.wm.stl_import(filepath=str(path))
             else:
                 result = self._append_blend(path)
-        except (RuntimeError, ValueError, KeyError, OSError) as error:
-            raise AssetError(f"{path.name}: Blender cannot import it ({str(error).strip().splitlines()[-1]})") from None
+        except Exception as error:  # importers of untrusted files fail in every way: all are the asset's fault
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise AssetError(f"{path.name}: Blender cannot import it ({lines[-1]})") from None
         if "FINISHED" not in result:
             raise AssetError(f"{path.name}: Blender's importer gave up ({', '.join(result)})")
         new = [o for o in bpy.data.objects if o not in before]
@@ -345,17 +345,26 @@ class BlenderWorker:
         return {}, self._render()
 
 
-def serve(in_fd: int, out_fd: int) -> int:
-    import bpy
-    worker = BlenderWorker(bpy)
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the process that started it dies (a job killed
+    by SIGKILL cannot stop its workers itself)."""
     try:
-        return _loop(worker, in_fd, out_fd, bpy.app.version_string)
-    finally:
-        shutil.rmtree(worker.scratch, ignore_errors=True)
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent died before the call above
+        os._exit(1)
+
+
+def serve(in_fd: int, out_fd: int, scratch: str) -> int:
+    _die_with_parent()
+    import bpy
+    return _loop(BlenderWorker(bpy, Path(scratch)), in_fd, out_fd, bpy.app.version_string)
 
 
 def _loop(worker: BlenderWorker, in_fd: int, out_fd: int, version: str) -> int:
-    send(out_fd, {"ok": True, "version": version, "pid": os.getpid()})
+    send(out_fd, {"ok": True, "version": version})
     while True:
         try:
             header, _ = receive(in_fd)
@@ -380,4 +389,4 @@ def _loop(worker: BlenderWorker, in_fd: int, out_fd: int, version: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))

@@ -67,7 +67,9 @@ def _read_exact(fd: int, size: int, deadline: float | None) -> bytearray:
     while len(out) < size:
         if deadline is not None:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
+            poller = select.poll()  # not select(): that fails on descriptors >= 1024
+            poller.register(fd, select.POLLIN | select.POLLHUP)
+            if left <= 0 or not poller.poll(left * 1000):
                 raise WorkerTimeout("no reply before the deadline")
         chunk = os.read(fd, min(size - len(out), 1 << 22))
         if not chunk:

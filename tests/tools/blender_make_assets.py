@@ -1,7 +1,7 @@
 """Run with the project's Python (bpy installed): python blender_make_assets.py SPEC.json.
 Imports a .glb character with Blender and saves it as the asset kinds the blender backend reads:
-.fbx, .blend, and a .blend carrying a text block registered to run on load (it would write the
-file ``marker`` if it ever ran). Used by the blender backend's tests."""
+.fbx, .blend, and a .blend carrying a text block registered to run on load and a Python driver
+(they would write the files ``marker`` and ``driver_marker`` if they ever ran). Used by the blender backend's tests."""
 import json
 import sys
 
@@ -21,4 +21,11 @@ if spec.get("trojan_blend"):
     text = bpy.data.texts.new("on_load.py")
     text.write(f"open({spec['marker']!r}, 'w').write('the script inside the asset ran')\n")
     text.use_module = True  # registered: Blender runs it when the file is opened with scripts trusted
+    # A Python driver on the character's mesh: Blender evaluates it whenever the object updates,
+    # if Python auto-execution is allowed.
+    mesh = next(o for o in bpy.data.objects if o.type == "MESH" and o.users_collection)
+    mesh["trap"] = 0.0
+    driver = mesh.driver_add('["trap"]').driver
+    driver.type = "SCRIPTED"
+    driver.expression = f"len(open({spec['driver_marker']!r}, 'w').write('the driver ran'))"
     bpy.ops.wm.save_as_mainfile(filepath=spec["trojan_blend"])
