@@ -63,7 +63,9 @@ class _Worker:
         self.reply, reply_write = os.pipe()
         env = dict(os.environ)
         # EEVEE on Mesa compiles its shaders once per machine when the cache persists (~15 s each time otherwise).
+        # Mesa uses the folder only if it exists (measured: the first EEVEE render 16 s, then 4 s with the cache).
         env.setdefault("MESA_SHADER_CACHE_DIR", str(Path.home() / ".cache" / "pairforge" / "mesa-shaders"))
+        Path(env["MESA_SHADER_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
         try:
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
