@@ -20,6 +20,19 @@ def pilot_config(config: RenderConfig, pilot: int) -> RenderConfig:
     return dataclasses.replace(config, characters=dataclasses.replace(config.characters, count=count))
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process (all threads: llvmpipe rasterizes on several) and of its finished
+    children (the Blender workers, stopped when the stage tears down)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _renderer(config: RenderConfig) -> str:
+    if config.backend == "blender":
+        return f"Blender {config.blender.engine} at {config.blender.samples} samples"
+    return "pyrender on llvmpipe"
+
+
 def total_samples(config: RenderConfig, character_count: int) -> int:
     return character_count * config.poses_per_character * config.views_per_pose
 
@@ -39,14 +52,14 @@ def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, char
         items = plan_items(small, files)
         step = max(1, len(items) // pilot)
         chosen = items[::step][:pilot]  # spread over the characters, so loading is counted as in the job
-        started_wall, started_cpu = time.perf_counter(), time.process_time()
+        started_wall, started_cpu = time.perf_counter(), _cpu_seconds()
         summary = run_local(RenderStage(small), plan_shards(chosen, small.samples_per_shard), Path(tmp) / "pairs",
                             SYNTHETIC_PAIR, config_hash(small), {}, small.batch_size, progress=False)
-        wall, cpu = time.perf_counter() - started_wall, time.process_time() - started_cpu
+        wall, cpu = time.perf_counter() - started_wall, _cpu_seconds() - started_cpu
         stored = sum(p.stat().st_size for p in (Path(tmp) / "pairs").glob("*.tar"))
     n = summary.done + summary.rejected
     total = total_samples(config, character_count)
-    core_seconds = cpu / n  # all threads of this process: llvmpipe rasterizes on several
+    core_seconds = cpu / n
     core_hours = core_seconds * total / 3600
     return {
         "pilot_samples": n, "pilot_rejected": summary.rejected, "pilot_wall_s": round(wall, 2),
@@ -56,6 +69,6 @@ def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, char
         "core_hours": round(core_hours, 1),
         "wall_hours": round(core_hours / (nodes * cores_per_node), 2), "nodes": nodes, "cores_per_node": cores_per_node,
         "storage_tb": round(stored / max(summary.done, 1) * total / 1e12, 3),
-        "assumes": "linear scaling over cores; CPU rendering as in the pilot (pyrender on llvmpipe here)",
+        "assumes": f"linear scaling over cores; rendering as in the pilot ({_renderer(config)} on this machine's CPUs)",
         "machine_cpus": os.cpu_count(),
     }

@@ -153,6 +153,8 @@ def test_broken_assets_are_rejected_with_reasons_and_the_worker_goes_on(tmp_path
         assert "garbage.blend" in reasons["garbage.blend"]
         assert ".obj" in reasons["static.obj"]
         assert "no such file" in reasons["missing.glb"]
+        log = Path(reasons["garbage.blend"].rsplit("(log ", 1)[1].rstrip(")"))
+        assert log.is_file()  # Blender's own messages about the asset
         character = workbench.open_character(good)
         assert workbench.render(specs(character, 1)[1])["mask"].any()
         assert workbench.worker_pid == pid  # rejects cost no restarts

@@ -141,7 +141,7 @@ class BlenderBackend:
                 s = self.settings
                 reply = self._checked(worker.call("configure", START_TIMEOUT_S, engine=s.engine, samples=s.samples,
                                                   denoiser=s.denoiser, denoising_prefilter=s.denoising_prefilter,
-                                                  device=s.device))
+                                                  device=s.device), worker)
             except BaseException:
                 worker.close(kill=True)
                 raise
@@ -156,11 +156,13 @@ class BlenderBackend:
         return code
 
     @staticmethod
-    def _checked(reply: tuple[dict, dict]) -> dict:
+    def _checked(reply: tuple[dict, dict], worker: _Worker) -> dict:
+        """The reply's fields, or the worker's error raised with its log named (Blender's own
+        messages about the asset are there)."""
         header, arrays = reply
         if not header.get("ok"):
             error = CharacterError if header.get("asset_error") else RuntimeError
-            raise error(header.get("error", "the Blender worker failed"))
+            raise error(f"{header.get('error', 'the Blender worker failed')} (log {worker.log_path})")
         return {**header, **arrays}
 
     def _request(self, op: str, **args) -> dict:
@@ -179,9 +181,9 @@ class BlenderBackend:
                 log_path = worker.log_path
                 if not op.startswith("load_") and self._loaded_by_worker == 0:
                     load_op, path, export = self._asset
-                    self._checked(worker.call(load_op, load_timeout, **self._load_args(load_op, path, export)))
+                    self._checked(worker.call(load_op, load_timeout, **self._load_args(load_op, path, export)), worker)
                     self._loaded_by_worker = 1
-                return self._checked(worker.call(op, timeout, **args))
+                return self._checked(worker.call(op, timeout, **args), worker)
             except (WorkerGone, WorkerTimeout) as error:
                 code = self._drop_worker(kill=True)
                 what = f"hung (no reply in {timeout:g} s)" if isinstance(error, WorkerTimeout) \
