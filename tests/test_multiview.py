@@ -38,8 +38,8 @@ def test_multiview_job_writes_seven_framed_views_per_object(tmp_path, objects):
     from shards.reader import iter_dataset
 
     out = tmp_path / "mv"
-    assert main(["multiview", "--objects", str(objects), "--out", str(out), "--engine", "workbench",
-                 "--runner", "local", "--quiet", "--set", "resolution=[160, 128]"]) == 0
+    assert main(["multiview", "--objects", str(objects), "--out", str(out), "--engine", "cycles", "--runner", "local",
+                 "--quiet", "--set", "resolution=[160, 128]", "--set", "blender.samples=4"]) == 0
     assert inspect_dataset(out).ok
     manifest = json.loads((out / "shard-000000.json").read_text())
     assert manifest["status"] == {"ok": 3, "rejected": 1}
@@ -63,5 +63,9 @@ def test_multiview_job_writes_seven_framed_views_per_object(tmp_path, objects):
             ys, xs = np.nonzero(alpha)
             assert 0 < xs.min() and xs.max() < 159 and 0 < ys.min() and ys.max() < 127  # nothing cut off
             assert max(xs.ptp(), ys.ptp()) > 0.3 * 128  # and not lost in the distance
+    for name, channel in (("ball", 2), ("mug", 0)):  # vertex colours (.ply) and glTF colours show
+        image = records[name]["view0.png"]
+        colour = image[image[..., 3] == 255][:, :3].mean(0)
+        assert colour[channel] > np.delete(colour, channel).max() + 40, (name, colour)
     mug = [records["mug"][f"view{i}.png"][..., 3] > 0 for i in range(7)]
     assert len({m.tobytes() for m in mug}) == 7  # the handle turns with the ring

@@ -238,12 +238,23 @@ class BlenderWorker:
         """A static mesh asset for multi-view renders; returns its bounds in pairforge's frame."""
         self._reset()
         objects = self._import(Path(path), OBJECT_SUFFIXES)
+        for obj in objects:  # scans and .ply/.obj meshes often carry colour per vertex and no material
+            if obj.type == "MESH" and not any(obj.data.materials) and obj.data.color_attributes:
+                obj.data.materials.append(self._vertex_colour_material(obj.data.color_attributes.active_color_name))
         self.bpy.context.view_layer.update()
         to_ours = np.linalg.inv(Y_UP_TO_Z_UP)
         corners = [to_ours[:3, :3] @ (_matrix(o.matrix_world) @ np.r_[list(c), 1.0])[:3]
                    for o in objects if o.type == "MESH" for c in o.bound_box]
         lo, hi = np.min(corners, axis=0), np.max(corners, axis=0)
         return {"min": lo.tolist(), "max": hi.tolist()}
+
+    def _vertex_colour_material(self, attribute: str):
+        material = self.bpy.data.materials.new(f"pairforge_vertex_colour_{attribute}")
+        nodes = material.node_tree.nodes
+        colour = nodes.new("ShaderNodeVertexColor")
+        colour.layer_name = attribute
+        material.node_tree.links.new(colour.outputs["Color"], nodes["Principled BSDF"].inputs["Base Color"])
+        return material
 
     # --- rendering ----------------------------------------------------------------------------
     def _pose(self, skin: dict[str, list[float]]) -> None:
