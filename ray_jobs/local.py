@@ -22,6 +22,7 @@ def run_local(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schem
     bar = tqdm(total=sum(len(shards[i]) for i in todo), unit="sample", disable=not progress, desc=stage.name)
     started = time.perf_counter()
     stage.setup()
+    summary.setup_seconds = time.perf_counter() - started
     try:
         for i in todo:
             summary.add(produce_shard(stage, i, shards[i], out_dir, schema, config_hash, versions, batch_size,

@@ -31,8 +31,10 @@ def connect(address: str | None) -> dict:
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
-            # loopback only: an embedded cluster needs no network
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            # A new cluster of our own, even when another (a `ray start`, another job's embedded
+            # Ray) runs on this machine, which ray.init() with no address would join; loopback
+            # only: an embedded cluster needs no network.
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      _node_ip_address="127.0.0.1")
     return ray.cluster_resources()
 
@@ -49,15 +51,16 @@ class ShardWorker:
         self.stage.setup()
 
     def __call__(self, batch: dict) -> dict:
-        names, seconds = [], []
+        names, seconds, began = [], [], []
         for index, items in zip(batch["shard"], batch["items"]):
+            began.append(time.time())  # wall clock: the driver compares it with its own
             started = time.perf_counter()
             manifest = produce_shard(self.stage, int(index), json.loads(items), self.out_dir, self.schema,
                                      self.config_hash, self.versions, self.batch_size, self.sample_timeout,
                                      watchdog=self.watchdog)
             names.append(manifest["shard"])
             seconds.append(time.perf_counter() - started)
-        return {"shard": names, "seconds": seconds}
+        return {"shard": names, "seconds": seconds, "began": began}
 
 
 def _run_as_task(batch: dict, **worker_args) -> dict:
@@ -88,7 +91,7 @@ def run_ray(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schema:
         return summary
     resources = connect(address)
     summary.startup_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    started, started_wall = time.perf_counter(), time.time()
     size, cpus = default_workers(stage, resources)
     size = min(workers or size, len(todo))
     context = ray.data.DataContext.get_current()
@@ -107,8 +110,9 @@ def run_ray(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schema:
     samples = {shard_name(i): len(shards[i]) for i in todo}
     bar = tqdm(total=sum(samples.values()), unit="sample", disable=not progress,
                desc=f"{stage.name} on ray ({size} workers)")
-    finished = summary.shards_skipped
+    finished, first_began = summary.shards_skipped, float("inf")
     for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
+        first_began = min(first_began, *batch["began"])
         for name in batch["shard"]:
             stem = str(name).removesuffix(".tar")
             summary.add(read_manifest(out_dir, stem))
@@ -117,4 +121,5 @@ def run_ray(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schema:
             bar.set_postfix(shards=f"{finished}/{len(shards)}", rejected=summary.rejected)
     bar.close()
     summary.seconds = time.perf_counter() - started
+    summary.setup_seconds = min(summary.seconds, max(0.0, first_began - started_wall))  # clocks of other nodes drift
     return summary

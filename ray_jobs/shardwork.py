@@ -26,8 +26,9 @@ class RunSummary:
     done: int = 0
     rejected: int = 0
     reasons: Counter = field(default_factory=Counter)
-    seconds: float = 0.0          # the work, after any one-off start-up
+    seconds: float = 0.0          # the job, after any one-off start-up of Ray
     startup_seconds: float = 0.0  # starting or joining Ray
+    setup_seconds: float = 0.0    # of `seconds`, until the first shard began: workers up, stage set up
     runner: str = "local"
 
     def add(self, manifest: dict) -> None:
@@ -41,7 +42,8 @@ class RunSummary:
         out = [f"done: {self.done} samples in {self.shards_total} shards "
                f"({self.shards_skipped} already complete, skipped) on the {self.runner} runner; "
                f"{rate:.1f} samples/s over {self.seconds:.1f} s"
-               + (f" (+ {self.startup_seconds:.1f} s starting Ray)" if self.startup_seconds >= 0.05 else ""),
+               + (f" (+ {self.startup_seconds:.1f} s starting Ray)" if self.startup_seconds >= 0.05 else "")
+               + f"; the first shard began after {self.setup_seconds:.1f} s",
                f"rejected: {self.rejected}"]
         out += [f"  {n} x {reason}" for reason, n in self.reasons.most_common()]
         out.append(f"shards: {self.out_dir}")

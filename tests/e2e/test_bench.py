@@ -30,3 +30,22 @@ def test_bench_render_on_blender_names_its_engine_settings(capsys):
     figures = last_json(capsys)
     assert figures["backend"] == "blender" and figures["engine"] == "BLENDER_WORKBENCH"
     assert figures["pairs"] == 2 and figures["ratio"] > 0
+
+
+@pytest.fixture
+def ray_shut_down_after():
+    yield
+    import ray
+    ray.shutdown()
+
+
+def test_bench_ray_sets_the_work_apart_from_the_one_off_start_up(capsys, ray_shut_down_after):
+    assert main(["bench", "ray", "--characters", "1", "--poses", "4", "--resolution", "128x192"]) == 0
+    figures = last_json(capsys)
+    assert figures["pairs"] == 4 and figures["same_bytes"] is True
+    for runner in ("local", "ray"):
+        setup, work = figures[f"{runner}_setup_seconds"], figures[f"{runner}_work_seconds"]
+        assert 0 <= setup < figures[f"{runner}_seconds"] and work > 0
+        assert setup + work == pytest.approx(figures[f"{runner}_seconds"], abs=0.02)
+    assert figures["ray_startup_seconds"] > 0 and figures["ray_setup_seconds"] > 0  # Ray Data's actor pool
+    assert figures["ratio"] == pytest.approx(figures["ray_work_seconds"] / figures["local_work_seconds"], rel=0.05)

@@ -108,8 +108,12 @@ def test_joining_a_cluster_by_address(local_run, tmp_path):
                     "--include-dashboard=false", "--disable-usage-stats"],
                    check=True, capture_output=True, timeout=120, env=env)
     try:
-        result = pairforge("render", "--out", str(tmp_path), "--address", f"127.0.0.1:{port}", *SMALL, env=env)
+        result = pairforge("render", "--out", str(tmp_path / "joined"), "--address", f"127.0.0.1:{port}", *SMALL,
+                           env=env)
+        assert "on the ray runner" in result.stdout
+        # Without an address a job starts its own embedded Ray, even with a cluster running here.
+        result = pairforge("render", "--out", str(tmp_path / "embedded"), *SMALL, env=env)
         assert "on the ray runner" in result.stdout
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, env=env)
-    assert shard_bytes(tmp_path) == shard_bytes(local_run)
+    assert shard_bytes(tmp_path / "joined") == shard_bytes(tmp_path / "embedded") == shard_bytes(local_run)
