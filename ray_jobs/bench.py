@@ -23,6 +23,16 @@ def _naive_pair(config, item: dict) -> dict:
         stage.teardown()
 
 
+def _engine_settings(blender) -> dict:
+    """The render settings that the engine in use reads (see render.backends.blender_worker)."""
+    if blender.engine == "CYCLES":
+        return {"engine": blender.engine, "samples": blender.samples, "denoiser": blender.denoiser,
+                "denoising_prefilter": blender.denoising_prefilter, "device": blender.device}
+    if blender.engine == "BLENDER_EEVEE":
+        return {"engine": blender.engine, "taa_samples": blender.samples}
+    return {"engine": blender.engine, "lighting": "studio", "colour": "texture", "anti_aliasing": 8}
+
+
 def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), naive_samples: int = 24,
                  backend: str = "pyrender", engine: str | None = None) -> dict:
     """Pairs/s into shards the way the render stage works (one renderer, a character loaded once,
@@ -60,9 +70,7 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
         naive_seconds = time.perf_counter() - started
     fast_rate = summary.done / fast_seconds
     naive_rate = len(naive_items) / naive_seconds
-    settings = {} if backend == "pyrender" else {"engine": config.blender.engine, "samples": config.blender.samples,
-                                                 "denoiser": config.blender.denoiser,
-                                                 "denoising_prefilter": config.blender.denoising_prefilter}
+    settings = {} if backend == "pyrender" else _engine_settings(config.blender)
     return {"benchmark": "render", "backend": config.backend, **settings, "resolution": list(config.resolution),
             "pairs": summary.done, "seconds": round(fast_seconds, 2), "pairs_per_s": round(fast_rate, 2),
             "naive_pairs": len(naive_items), "naive_seconds": round(naive_seconds, 2),
