@@ -33,9 +33,9 @@ def connect(address: str | None) -> dict:
         else:
             # A new cluster of our own, even when another (a `ray start`, another job's embedded
             # Ray) runs on this machine, which ray.init() with no address would join; loopback
-            # only: an embedded cluster needs no network.
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     _node_ip_address="127.0.0.1")
+            # only: an embedded cluster needs no network. Ray counts the CPUs this process may use
+            # (container limits included), which os.cpu_count() would not.
+            ray.init(address="local", include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     return ray.cluster_resources()
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shards.keys import shard_name
 from shards.schema import Schema
-from shards.stage import Stage, rejected
+from shards.stage import Stage, StageUnavailable, rejected
 from shards.writer import ShardWriter, read_manifest, shard_is_complete
 
 
@@ -88,6 +88,8 @@ def process_safely(stage: Stage, batch: list[dict], seconds: float | None) -> li
     except SampleTimeout:
         if len(batch) == 1:
             return [rejected(batch[0]["__key__"], f"timeout: sample took longer than {seconds:g} s")]
+    except StageUnavailable:
+        raise
     except Exception as error:
         if len(batch) == 1:
             return [rejected(batch[0]["__key__"], f"{stage.name}: {type(error).__name__}: {error}")]

@@ -179,5 +179,5 @@ Settings: {html.escape(json.dumps(settings))}</p>
 <table><tr><th>result</th><th>backend</th><th>sample</th><th>checks</th><th>source · standard</th></tr>
 {"".join(body)}</table></body></html>"""
     path = out / "report.html"
-    path.write_text(page)
+    path.write_text(page, encoding="utf-8")
     return path

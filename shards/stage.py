@@ -32,6 +32,11 @@ def rejected(key: str, error: str) -> dict:
     return {"__key__": key, "status": "rejected", "error": error}
 
 
+class StageUnavailable(RuntimeError):
+    """The stage cannot work on this machine at all (its renderer does not start): the job
+    stops with this message instead of rejecting every sample."""
+
+
 def each_or_reject(stage_name: str, items: list[dict], make) -> list[dict]:
     """``make(item)`` for every item; an item that raises becomes a reject carrying the error,
     and the others go on."""
@@ -39,6 +44,8 @@ def each_or_reject(stage_name: str, items: list[dict], make) -> list[dict]:
     for item in items:
         try:
             out.append(make(item))
+        except StageUnavailable:
+            raise
         except Exception as error:  # one bad sample becomes data, not a failed batch
             out.append(rejected(item["__key__"], f"{stage_name}: {type(error).__name__}: {error}"))
     return out

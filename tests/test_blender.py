@@ -205,6 +205,28 @@ def test_a_character_that_keeps_failing_is_rejected_with_the_log(tmp_path, chara
         slow.close()
 
 
+def test_a_blender_that_cannot_start_stops_the_job_naming_its_log(tmp_path, character_dir, monkeypatch, capsys):
+    """bpy that fails to import (a missing system library) blames the machine, not the assets:
+    the job stops with the worker's log named instead of rejecting every character."""
+    from ray_jobs.cli import main
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "bpy.py").write_text("raise ImportError('libXrender.so.1: cannot open shared object file')\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(fake), os.environ.get("PYTHONPATH", "")]))
+    folder = tmp_path / "characters"
+    folder.mkdir()
+    for path in sorted(character_dir.glob("*.glb"))[:2]:
+        (folder / path.name).write_bytes(path.read_bytes())
+    code = main(["render", "--out", str(tmp_path / "job"), "--backend", "blender", "--engine", "workbench",
+                 "--runner", "local", "--quiet", "--set", f"characters.source={folder}", "--set",
+                 "poses_per_character=2", "--set", "resolution=[128, 192]", "--set", "blender.tries=2"])
+    message = capsys.readouterr().err
+    assert code == 2 and "did not start" in message
+    logs = [Path(word.rstrip(")")) for word in message.replace(";", " ").split() if word.endswith(".log)")]
+    assert logs and all("libXrender" in log.read_text() for log in logs)
+    assert not list((tmp_path / "job" / "pairs").glob("*.tar"))  # nothing written as if it were the assets' fault
+
+
 def test_workers_are_recycled_after_n_characters(character_dir):
     files = sorted(character_dir.glob("*.glb"))
     workbench = blender(recycle_after=2)

@@ -35,6 +35,7 @@ from render.characters import (
 from render.config import BlenderSettings
 from render.gltf import BINARY_GLTF_SUFFIXES
 from render.spec import SceneSpec, resolve_camera
+from shards.stage import StageUnavailable
 
 START_TIMEOUT_S = 120.0
 _WORKER_NUMBERS = itertools.count(1)  # log names stay unique across backends in one process
@@ -49,6 +50,34 @@ class WorkerFailed(CharacterError):
         self.logs = logs
 
 
+class BlenderUnavailable(StageUnavailable):
+    """Blender does not start or configure on this machine: no asset is to blame."""
+
+
+def _close_quietly(*fds) -> None:
+    for fd in fds:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _worker_environment() -> dict:
+    """EEVEE on Mesa compiles its shaders once per machine when the cache persists (~15 s each time
+    otherwise); Mesa uses the folder only if it exists (measured: the first EEVEE render 16 s, then
+    4 s with the cache). Best effort: a home that cannot be written to just goes without."""
+    env = dict(os.environ)
+    if "MESA_SHADER_CACHE_DIR" not in env:
+        try:
+            cache = Path.home() / ".cache" / "pairforge" / "mesa-shaders"
+            cache.mkdir(parents=True, exist_ok=True)
+            env["MESA_SHADER_CACHE_DIR"] = str(cache)
+        except (OSError, RuntimeError):  # RuntimeError: no home for this user
+            pass
+    return env
+
+
 class _Worker:
     """One Blender process with its pipes, scratch folder and log. A request interrupted between
     sending and a complete reply leaves the pipe out of step: ``in_flight`` says so."""
@@ -56,34 +85,33 @@ class _Worker:
     def __init__(self, log_dir: Path):
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"blender-worker-{os.getpid()}-{next(_WORKER_NUMBERS)}.log"
-        self.scratch = Path(tempfile.mkdtemp(prefix="pairforge-blender-"))
         self.in_flight = False
         self.process = None
-        request_read, self.request = os.pipe()
-        self.reply, reply_write = os.pipe()
-        env = dict(os.environ)
-        # EEVEE on Mesa compiles its shaders once per machine when the cache persists (~15 s each time otherwise).
-        # Mesa uses the folder only if it exists (measured: the first EEVEE render 16 s, then 4 s with the cache).
-        env.setdefault("MESA_SHADER_CACHE_DIR", str(Path.home() / ".cache" / "pairforge" / "mesa-shaders"))
-        Path(env["MESA_SHADER_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
+        self.scratch = self.request = self.reply = None
+        child_fds: tuple = ()
         try:
+            self.scratch = Path(tempfile.mkdtemp(prefix="pairforge-blender-"))
+            request_read, self.request = os.pipe()
+            child_fds += (request_read,)
+            self.reply, reply_write = os.pipe()
+            child_fds += (reply_write,)
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(
                     [sys.executable, "-m", "render.backends.blender_worker", str(request_read), str(reply_write),
-                     str(self.scratch)],
+                     str(self.scratch), str(os.getpid())],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    pass_fds=(request_read, reply_write), cwd=Path(__file__).resolve().parents[2], env=env,
+                    pass_fds=child_fds, cwd=Path(__file__).resolve().parents[2], env=_worker_environment(),
                     start_new_session=True)  # a Ctrl-C meant for the job reaches the worker through us
-            os.close(request_read)
-            os.close(reply_write)
+            _close_quietly(*child_fds)
+            child_fds = ()
             receive(self.reply, time.monotonic() + START_TIMEOUT_S)  # the worker's hello: bpy imported
-        except BaseException:
-            for fd in (request_read, reply_write):
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            self.close(kill=True)
+        except BaseException as error:
+            _close_quietly(*child_fds)
+            code = self.close(kill=True)
+            if isinstance(error, (WorkerGone, WorkerTimeout)):
+                what = "no hello" if isinstance(error, WorkerTimeout) else f"exit code {code}"
+                raise BlenderUnavailable(f"the Blender worker did not start ({what}; log {self.log_path})") \
+                    from error
             raise
 
     def call(self, op: str, timeout_s: float, **args) -> tuple[dict, dict]:
@@ -104,12 +132,10 @@ class _Worker:
         if self.process is not None and self.process.poll() is None:
             self.process.kill()
         code = self.process.wait() if self.process is not None else None
-        for fd in (self.request, self.reply):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        _close_quietly(self.request, self.reply)
+        self.request = self.reply = None
+        if self.scratch is not None:
+            shutil.rmtree(self.scratch, ignore_errors=True)
         return code
 
 
@@ -142,6 +168,10 @@ class BlenderBackend:
                 reply = self._checked(worker.call("configure", START_TIMEOUT_S, engine=s.engine, samples=s.samples,
                                                   denoiser=s.denoiser, denoising_prefilter=s.denoising_prefilter,
                                                   device=s.device), worker)
+            except (WorkerGone, WorkerTimeout, RuntimeError) as error:
+                worker.close(kill=True)
+                raise BlenderUnavailable(f"the Blender worker could not be configured ({error}; "
+                                         f"log {worker.log_path})") from error
             except BaseException:
                 worker.close(kill=True)
                 raise
@@ -184,6 +214,9 @@ class BlenderBackend:
                     self._checked(worker.call(load_op, load_timeout, **self._load_args(load_op, path, export)), worker)
                     self._loaded_by_worker = 1
                 return self._checked(worker.call(op, timeout, **args), worker)
+            except BlenderUnavailable as error:
+                problems.append((str(error), None))
+                continue
             except (WorkerGone, WorkerTimeout) as error:
                 code = self._drop_worker(kill=True)
                 what = f"hung (no reply in {timeout:g} s)" if isinstance(error, WorkerTimeout) \
@@ -193,6 +226,8 @@ class BlenderBackend:
                 if self._worker is not None and self._worker.in_flight:
                     # Interrupted mid-request (a signal, an interrupt): the pipe is out of step.
                     self._drop_worker(kill=True)
+        if all(log is None for _, log in problems):  # it never started: the machine, not the asset
+            raise BlenderUnavailable("; ".join(what for what, _ in problems))
         self._failed = WorkerFailed(f"blender {op} failed {len(problems)} times: "
                                     + "; ".join(what for what, _ in problems), [log for _, log in problems])
         raise self._failed

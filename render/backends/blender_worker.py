@@ -356,7 +356,7 @@ class BlenderWorker:
         return {}, self._render()
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(parent_pid: int) -> None:
     """Linux: the kernel kills this worker when the process that started it dies (a job killed
     by SIGKILL cannot stop its workers itself)."""
     try:
@@ -364,12 +364,12 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         return
-    if os.getppid() == 1:  # the parent died before the call above
+    if os.getppid() != parent_pid:  # the parent died before the call above (it may be pid 1 itself)
         os._exit(1)
 
 
-def serve(in_fd: int, out_fd: int, scratch: str) -> int:
-    _die_with_parent()
+def serve(in_fd: int, out_fd: int, scratch: str, parent_pid: int) -> int:
+    _die_with_parent(parent_pid)
     import bpy
     return _loop(BlenderWorker(bpy, Path(scratch)), in_fd, out_fd, bpy.app.version_string)
 
@@ -400,4 +400,4 @@ def _loop(worker: BlenderWorker, in_fd: int, out_fd: int, version: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))
+    sys.exit(serve(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], int(sys.argv[4])))
