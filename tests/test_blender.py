@@ -67,11 +67,12 @@ def test_cycles_matches_pyrender_on_the_same_specs(character_dir, backend):
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory, character_dir):
-    """The first procedural character saved by Blender as .fbx, .blend, a .blend with a text block
-    registered to run on load, and a copy as .vrm."""
+    """The first procedural character saved by Blender as .fbx, .blend, a .blend with its rig
+    hidden from render, a .blend with a text block registered to run on load, and a copy as .vrm."""
     out = tmp_path_factory.mktemp("assets")
     glb = sorted(character_dir.glob("*.glb"))[0]
     spec = {"glb": str(glb), "fbx": str(out / "hero.fbx"), "blend": str(out / "hero.blend"),
+            "hidden_rig_blend": str(out / "hidden_rig.blend"),
             "trojan_blend": str(out / "trojan.blend"), "marker": str(out / "MARKER"),
             "driver_marker": str(out / "DRIVER_MARKER")}
     (out / "spec.json").write_text(json.dumps(spec))
@@ -89,9 +90,9 @@ def test_every_asset_format_renders_like_the_glb(assets, backend):
     expected = backend.render(spec)
     workbench = blender()
     try:
-        for name in ("hero.vrm", "hero.fbx", "hero.blend"):
+        for name in ("hero.vrm", "hero.fbx", "hero.blend", "hidden_rig.blend"):
             character = workbench.open_character(out / name)
-            assert character.id == "hero" and character.expressions == reference.expressions
+            assert character.id == Path(name).stem and character.expressions == reference.expressions
             result = workbench.render(spec)
             assert iou(result["mask"], expected["mask"]) >= 0.9, name
             assert np.abs(result["keypoints"][:, :2] - expected["keypoints"][:, :2]).max() <= 2.0, name
@@ -225,6 +226,24 @@ def test_a_blender_that_cannot_start_stops_the_job_naming_its_log(tmp_path, char
     logs = [Path(word.rstrip(")")) for word in message.replace(";", " ").split() if word.endswith(".log)")]
     assert logs and all("libXrender" in log.read_text() for log in logs)
     assert not list((tmp_path / "job" / "pairs").glob("*.tar"))  # nothing written as if it were the assets' fault
+
+
+def test_scratch_left_by_a_killed_client_is_removed_by_the_next(character_dir):
+    import tempfile
+    from render.backends.blender_backend import SCRATCH_PREFIX
+    finished = subprocess.Popen(["true"])  # its pid no longer runs once waited for
+    finished.wait()
+    gone_pid = finished.pid
+    stale = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{gone_pid}-"))
+    (stale / "rgba.png").write_bytes(b"left behind")
+    live = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getppid()}-"))
+    workbench = blender()
+    try:
+        workbench.open_character(sorted(character_dir.glob("*.glb"))[0])
+        assert not stale.exists() and live.exists()
+    finally:
+        workbench.close()
+        live.rmdir()
 
 
 def test_workers_are_recycled_after_n_characters(character_dir):

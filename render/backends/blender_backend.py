@@ -38,6 +38,7 @@ from render.spec import SceneSpec, resolve_camera
 from shards.stage import StageUnavailable
 
 START_TIMEOUT_S = 120.0
+SCRATCH_PREFIX = "pairforge-blender-"  # then the client's pid: tempdir/pairforge-blender-PID-xxxx
 _WORKER_NUMBERS = itertools.count(1)  # log names stay unique across backends in one process
 
 
@@ -61,6 +62,21 @@ def _close_quietly(*fds) -> None:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _remove_scratch_of_dead_clients() -> None:
+    """Scratch folders are removed by the client that made them, but a client killed outright (a
+    job's SIGKILL, a watchdog's exit, a Ray actor torn down) leaves its own; the next client on the
+    machine removes those whose process is gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{SCRATCH_PREFIX}*-*"):
+        try:
+            os.kill(int(folder.name[len(SCRATCH_PREFIX):].split("-")[0]), 0)
+        except ValueError:  # not one of ours
+            continue
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue
 
 
 def _worker_environment() -> dict:
@@ -90,7 +106,8 @@ class _Worker:
         self.scratch = self.request = self.reply = None
         child_fds: tuple = ()
         try:
-            self.scratch = Path(tempfile.mkdtemp(prefix="pairforge-blender-"))
+            _remove_scratch_of_dead_clients()
+            self.scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-"))
             request_read, self.request = os.pipe()
             child_fds += (request_read,)
             self.reply, reply_write = os.pipe()

@@ -169,11 +169,21 @@ class BlenderWorker:
         # Helpers never meant to be seen (bone display shapes, hidden collections) and the
         # asset's own cameras and lights go: the spec says what lights the scene.
         shapes = {b.custom_shape for o in new if o.type == "ARMATURE" for b in o.pose.bones if b.custom_shape}
-        objects = [o for o in new if o.type not in ("CAMERA", "LIGHT") and o not in shapes and self._renders(o)]
+        drawn = [o for o in new if o.type not in ("CAMERA", "LIGHT") and o not in shapes and self._renders(o)]
+        # The rigs deforming what is drawn, and its parents, stay even when hidden from render (riggers
+        # often hide them): removing them would unskin or move the meshes. They are never drawn.
+        needed = {m.object for o in drawn for m in o.modifiers if m.type == "ARMATURE" and m.object}
+        for o in drawn + list(needed):
+            while o.parent is not None:
+                needed.add(o.parent)
+                o = o.parent
+        objects = drawn + [o for o in new if o in needed and o not in drawn]
         for o in new:
             if o not in objects:
                 bpy.data.objects.remove(o)
-        if not any(o.type == "MESH" for o in objects):
+            elif o not in drawn:
+                o.hide_render = True
+        if not any(o.type == "MESH" for o in drawn):
             raise AssetError(f"{path.name}: no mesh in the file")
         return objects
 

@@ -1,6 +1,7 @@
 """Run with the project's Python (bpy installed): python blender_make_assets.py SPEC.json.
 Imports a .glb character with Blender and saves it as the asset kinds the blender backend reads:
-.fbx, .blend, and a .blend carrying a text block registered to run on load and a Python driver
+.fbx, .blend, a .blend whose rig and its parent empty are hidden from render (as riggers often
+leave them), and a .blend carrying a text block registered to run on load and a Python driver
 (they would write the files ``marker`` and ``driver_marker`` if they ever ran). Used by the blender backend's tests."""
 import json
 import sys
@@ -17,6 +18,16 @@ if spec.get("fbx"):
                              embed_textures=True)
 if spec.get("blend"):
     bpy.ops.wm.save_as_mainfile(filepath=spec["blend"])
+if spec.get("hidden_rig_blend"):
+    armature = next(o for o in bpy.data.objects if o.type == "ARMATURE")
+    root = bpy.data.objects.new("rig_root", None)
+    bpy.context.scene.collection.objects.link(root)
+    armature.parent = root
+    armature.hide_render = root.hide_render = True
+    bpy.ops.wm.save_as_mainfile(filepath=spec["hidden_rig_blend"])
+    armature.parent = None
+    armature.hide_render = False
+    bpy.data.objects.remove(root)
 if spec.get("trojan_blend"):
     text = bpy.data.texts.new("on_load.py")
     text.write(f"open({spec['marker']!r}, 'w').write('the script inside the asset ran')\n")
