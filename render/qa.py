@@ -102,10 +102,14 @@ def check_parity(first: dict[str, dict], second: dict[str, dict], names: tuple[s
         a, b = first[key], second[key]
         ma, mb = a["src.png"][..., 3] > 0, b["src.png"][..., 3] > 0
         iou = float((ma & mb).sum() / max((ma | mb).sum(), 1))
-        offset = float(np.abs(np.subtract(a["json"]["src"]["keypoints"], b["json"]["src"]["keypoints"])[:, :2]).max())
+        # Keypoints labelled visible by both: hidden ones may lie off the frame or behind the camera.
+        ka, kb = np.asarray(a["json"]["src"]["keypoints"], float), np.asarray(b["json"]["src"]["keypoints"], float)
+        both = (ka[:, 2] > 0) & (kb[:, 2] > 0)
+        offset = float(np.abs(ka[both, :2] - kb[both, :2]).max()) if both.any() else 0.0
         findings.append(Finding("+".join(names), key, "backends_agree",
                                 iou >= PARITY_IOU and offset <= PARITY_KEYPOINT_PX,
-                                f"mask IoU {iou:.3f}, keypoints within {offset:.2f} px"))
+                                f"mask IoU {iou:.3f}, the {int(both.sum())} keypoints visible on both "
+                                f"within {offset:.2f} px"))
     return findings
 
 

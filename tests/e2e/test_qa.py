@@ -11,6 +11,7 @@ from ray_jobs.cli import main
 from render.poses import A_POSE
 from render.qa import (
     alpha_coverage,
+    check_parity,
     check_records,
     face_box_at_fixed_pixels,
     keypoints_inside_mask,
@@ -68,6 +69,23 @@ def test_each_check_passes_good_renders_and_catches_its_fault(records):
     drifted["std.png"][0, 0] = (0, 0, 0)
     failed = [f for f in check_records("pyrender", [good, drifted], view) if not f.passed]
     assert [f.check for f in failed] == ["std_identical_across_pairs"]
+
+
+def test_parity_compares_the_keypoints_both_backends_see(records):
+    good = records[0]
+    keypoints = good["json"]["src"]["keypoints"]
+    visible, hidden = [i for i, k in enumerate(keypoints) if k[2]], [i for i, k in enumerate(keypoints) if not k[2]]
+    assert visible and hidden
+
+    def agree(edit) -> bool:
+        other = copy.deepcopy(good)
+        edit(other["json"]["src"]["keypoints"])
+        [finding] = check_parity({"k": good}, {"k": other}, ("pyrender", "blender"))
+        return finding.passed
+
+    assert agree(lambda k: None)
+    assert agree(lambda k: k[hidden[0]].__setitem__(0, float("nan")))  # behind the camera, say
+    assert not agree(lambda k: k[visible[0]].__setitem__(0, k[visible[0]][0] + 5.0))
 
 
 def test_qa_command_passes_and_reports(tmp_path):
