@@ -122,8 +122,16 @@ class Watchdog:
         self._armed = None
 
     def record(self, shard: str) -> dict:
+        """Keys of ``shard`` that ran past the deadline before. Keys that hung alone under another
+        deadline (a job resumed with a new --sample-timeout) are suspects again, not rejects."""
         path = self.directory / f"{shard}.hung"
-        return json.loads(path.read_text()) if path.exists() else {"suspects": [], "hung": []}
+        record = {"suspects": [], "hung": [], "seconds": self.seconds}
+        if path.exists():
+            saved = json.loads(path.read_text())
+            record["suspects"], record["hung"] = saved["suspects"], saved["hung"]
+            if saved.get("seconds") != self.seconds:
+                record["suspects"], record["hung"] = record["suspects"] + record["hung"], []
+        return record
 
     def forget(self, shard: str) -> None:
         (self.directory / f"{shard}.hung").unlink(missing_ok=True)

@@ -121,3 +121,19 @@ def test_inspect_catches_schema_and_manifest_problems(tmp_path):
     assert any("a-3" in p and "split" in p for p in report.problems)
     (tmp_path / "shard-000001.json").unlink()
     assert any("no readable manifest" in p for p in inspect_dataset(tmp_path).problems)
+
+
+def test_a_key_that_hung_is_retried_when_the_deadline_changed(tmp_path):
+    """The watchdog's record of keys that hung: under the same deadline a lone hang is a reject
+    without another try; a job resumed with another --sample-timeout tries them again."""
+    import json
+
+    from ray_jobs.shardwork import Watchdog
+    (tmp_path / "_watchdog").mkdir()
+    (tmp_path / "_watchdog" / "shard-000000.hung").write_text(
+        json.dumps({"suspects": ["b"], "hung": ["a"], "seconds": 5.0}))
+    same = Watchdog(tmp_path, 5.0).record("shard-000000")
+    assert same["hung"] == ["a"] and same["suspects"] == ["b"]
+    longer = Watchdog(tmp_path, 60.0).record("shard-000000")
+    assert longer["hung"] == [] and sorted(longer["suspects"]) == ["a", "b"]
+    assert Watchdog(tmp_path, 5.0).record("shard-000001") == {"suspects": [], "hung": [], "seconds": 5.0}
