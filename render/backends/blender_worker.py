@@ -169,7 +169,10 @@ class BlenderWorker:
         # Helpers never meant to be seen (bone display shapes, hidden collections) and the
         # asset's own cameras and lights go: the spec says what lights the scene.
         shapes = {b.custom_shape for o in new if o.type == "ARMATURE" for b in o.pose.bones if b.custom_shape}
-        drawn = [o for o in new if o.type not in ("CAMERA", "LIGHT") and o not in shapes and self._renders(o)]
+        hidden = {c for c in bpy.data.collections if c.hide_render}
+        hidden |= {child for c in hidden for child in c.children_recursive}
+        drawn = [o for o in new if o.type not in ("CAMERA", "LIGHT") and o not in shapes and not o.hide_render
+                 and not hidden.intersection(o.users_collection)]
         # The rigs deforming what is drawn, and its parents, stay even when hidden from render (riggers
         # often hide them): removing them would unskin or move the meshes. They are never drawn.
         needed = {m.object for o in drawn for m in o.modifiers if m.type == "ARMATURE" and m.object}
@@ -187,16 +190,14 @@ class BlenderWorker:
             raise AssetError(f"{path.name}: no mesh in the file")
         return objects
 
-    @staticmethod
-    def _renders(obj) -> bool:
-        return not obj.hide_render and not any(c.hide_render for c in obj.users_collection)
-
     def _append_blend(self, path: Path) -> set:
         """Objects appended from a .blend: data only, so text blocks registered to run on load and
-        the file's own scene settings never come in (the preference above blocks Python drivers)."""
+        the file's own scene settings never come in (the preference above blocks Python drivers).
+        Their collections come too, so that what the file hides from render stays hidden."""
         bpy = self.bpy
         with bpy.data.libraries.load(str(path), link=False) as (source, target):
             target.objects = list(source.objects)
+            target.collections = list(source.collections)
         for obj in target.objects:
             if obj is not None and obj.type not in ("CAMERA", "LIGHT"):
                 bpy.context.scene.collection.objects.link(obj)

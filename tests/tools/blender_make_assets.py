@@ -1,7 +1,7 @@
 """Run with the project's Python (bpy installed): python blender_make_assets.py SPEC.json.
 Imports a .glb character with Blender and saves it as the asset kinds the blender backend reads:
 .fbx, .blend, a .blend whose rig and its parent empty are hidden from render (as riggers often
-leave them), and a .blend carrying a text block registered to run on load and a Python driver
+leave them) and which keeps a reference cube in a collection hidden from render, and a .blend carrying a text block registered to run on load and a Python driver
 (they would write the files ``marker`` and ``driver_marker`` if they ever ran). Used by the blender backend's tests."""
 import json
 import sys
@@ -24,7 +24,18 @@ if spec.get("hidden_rig_blend"):
     bpy.context.scene.collection.objects.link(root)
     armature.parent = root
     armature.hide_render = root.hide_render = True
+    # A reference mesh kept in a collection hidden from render, over the character's body.
+    reference = bpy.data.collections.new("reference")
+    reference.hide_render = True
+    bpy.context.scene.collection.children.link(reference)
+    bpy.ops.mesh.primitive_cube_add(size=0.6, location=(0.0, 0.0, 1.0))
+    cube = bpy.context.active_object
+    for collection in list(cube.users_collection):
+        collection.objects.unlink(cube)
+    reference.objects.link(cube)
     bpy.ops.wm.save_as_mainfile(filepath=spec["hidden_rig_blend"])
+    bpy.data.objects.remove(cube)
+    bpy.data.collections.remove(reference)
     armature.parent = None
     armature.hide_render = False
     bpy.data.objects.remove(root)
