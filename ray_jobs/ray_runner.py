@@ -17,7 +17,7 @@ import ray.data
 from ray_jobs.shardwork import RunSummary, Watchdog, produce_shard, shards_left
 from shards.keys import shard_name
 from shards.schema import Schema, schema_named
-from shards.stage import Stage
+from shards.stage import Stage, StageUnavailable
 from shards.writer import read_manifest
 
 
@@ -55,12 +55,18 @@ class ShardWorker:
         for index, items in zip(batch["shard"], batch["items"]):
             began.append(time.time())  # wall clock: the driver compares it with its own
             started = time.perf_counter()
-            manifest = produce_shard(self.stage, int(index), json.loads(items), self.out_dir, self.schema,
-                                     self.config_hash, self.versions, self.batch_size, self.sample_timeout,
-                                     watchdog=self.watchdog)
+            try:
+                manifest = produce_shard(self.stage, int(index), json.loads(items), self.out_dir, self.schema,
+                                         self.config_hash, self.versions, self.batch_size, self.sample_timeout,
+                                         watchdog=self.watchdog)
+            except StageUnavailable as error:
+                # The machine, not the data: the driver stops the job with this message (Ray would
+                # hand it over only as the text of a traceback).
+                return {"shard": [shard_name(int(index))], "seconds": [0.0], "began": began[-1:],
+                        "unavailable": [str(error)]}
             names.append(manifest["shard"])
             seconds.append(time.perf_counter() - started)
-        return {"shard": names, "seconds": seconds, "began": began}
+        return {"shard": names, "seconds": seconds, "began": began, "unavailable": [""] * len(names)}
 
 
 def _run_as_task(batch: dict, **worker_args) -> dict:
@@ -113,6 +119,9 @@ def run_ray(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schema:
     finished, first_began = summary.shards_skipped, float("inf")
     for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
         first_began = min(first_began, *batch["began"])
+        for problem in batch["unavailable"]:
+            if problem:
+                raise StageUnavailable(str(problem))
         for name in batch["shard"]:
             stem = str(name).removesuffix(".tar")
             summary.add(read_manifest(out_dir, stem))

@@ -19,3 +19,11 @@ def character_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("characters")
     generate_characters(out, 4, seed=7)
     return out
+
+
+@pytest.fixture
+def ray_shut_down_after():
+    """For tests that run a Ray job in this process: the embedded Ray does not outlive them."""
+    yield
+    import ray
+    ray.shutdown()

@@ -206,7 +206,9 @@ def test_a_character_that_keeps_failing_is_rejected_with_the_log(tmp_path, chara
         slow.close()
 
 
-def test_a_blender_that_cannot_start_stops_the_job_naming_its_log(tmp_path, character_dir, monkeypatch, capsys):
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_a_blender_that_cannot_start_stops_the_job_naming_its_log(tmp_path, character_dir, monkeypatch, capsys,
+                                                                  runner, ray_shut_down_after):
     """bpy that fails to import (a missing system library) blames the machine, not the assets:
     the job stops with the worker's log named instead of rejecting every character."""
     from ray_jobs.cli import main
@@ -219,7 +221,7 @@ def test_a_blender_that_cannot_start_stops_the_job_naming_its_log(tmp_path, char
     for path in sorted(character_dir.glob("*.glb"))[:2]:
         (folder / path.name).write_bytes(path.read_bytes())
     code = main(["render", "--out", str(tmp_path / "job"), "--backend", "blender", "--engine", "workbench",
-                 "--runner", "local", "--quiet", "--set", f"characters.source={folder}", "--set",
+                 "--runner", runner, "--quiet", "--set", f"characters.source={folder}", "--set",
                  "poses_per_character=2", "--set", "resolution=[128, 192]", "--set", "blender.tries=2"])
     message = capsys.readouterr().err
     assert code == 2 and "did not start" in message

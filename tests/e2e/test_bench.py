@@ -32,13 +32,6 @@ def test_bench_render_on_blender_names_its_engine_settings(capsys):
     assert figures["pairs"] == 2 and figures["ratio"] > 0
 
 
-@pytest.fixture
-def ray_shut_down_after():
-    yield
-    import ray
-    ray.shutdown()
-
-
 def test_bench_ray_sets_the_work_apart_from_the_one_off_start_up(capsys, ray_shut_down_after):
     assert main(["bench", "ray", "--characters", "1", "--poses", "4", "--resolution", "128x192"]) == 0
     figures = last_json(capsys)
