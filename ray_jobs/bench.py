@@ -30,7 +30,8 @@ def _engine_settings(blender) -> dict:
                 "denoising_prefilter": blender.denoising_prefilter, "device": blender.device}
     if blender.engine == "BLENDER_EEVEE":
         return {"engine": blender.engine, "taa_samples": blender.samples}
-    return {"engine": blender.engine, "lighting": "studio", "colour": "texture", "anti_aliasing": 8}
+    from render.backends.blender_worker import WORKBENCH
+    return {"engine": blender.engine, **WORKBENCH}
 
 
 def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), naive_samples: int = 24,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ray_jobs.config import ConfigError
 from render.scenes import NotEnoughSubjects
+from shards.stage import StageUnavailable
 
 
 def _resolution(text: str) -> list[int]:
@@ -352,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ConfigError, FileNotFoundError, RuntimeError, NotEnoughSubjects) as error:
+    except (ConfigError, FileNotFoundError, RuntimeError, NotEnoughSubjects, StageUnavailable) as error:
         print(f"pairforge {args.command}: {error}", file=sys.stderr)
         return 2
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shards.keys import shard_name
 from shards.schema import Schema
-from shards.stage import Stage, StageUnavailable, rejected
+from shards.stage import Stage, rejected
 from shards.writer import ShardWriter, read_manifest, shard_is_complete
 
 
@@ -88,8 +88,6 @@ def process_safely(stage: Stage, batch: list[dict], seconds: float | None) -> li
     except SampleTimeout:
         if len(batch) == 1:
             return [rejected(batch[0]["__key__"], f"timeout: sample took longer than {seconds:g} s")]
-    except StageUnavailable:
-        raise
     except Exception as error:
         if len(batch) == 1:
             return [rejected(batch[0]["__key__"], f"{stage.name}: {type(error).__name__}: {error}")]
@@ -125,13 +123,10 @@ class Watchdog:
         """Keys of ``shard`` that ran past the deadline before. Keys that hung alone under another
         deadline (a job resumed with a new --sample-timeout) are suspects again, not rejects."""
         path = self.directory / f"{shard}.hung"
-        record = {"suspects": [], "hung": [], "seconds": self.seconds}
-        if path.exists():
-            saved = json.loads(path.read_text())
-            record["suspects"], record["hung"] = saved["suspects"], saved["hung"]
-            if saved.get("seconds") != self.seconds:
-                record["suspects"], record["hung"] = record["suspects"] + record["hung"], []
-        return record
+        saved = json.loads(path.read_text()) if path.exists() else {"suspects": [], "hung": []}
+        if saved.get("seconds", self.seconds) == self.seconds:
+            return {"suspects": saved["suspects"], "hung": saved["hung"], "seconds": self.seconds}
+        return {"suspects": saved["suspects"] + saved["hung"], "hung": [], "seconds": self.seconds}
 
     def forget(self, shard: str) -> None:
         (self.directory / f"{shard}.hung").unlink(missing_ok=True)

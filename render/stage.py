@@ -14,7 +14,7 @@ from render.encoding import encode_png
 from render.spec import sample_source_spec, standard_spec
 from shards.keys import sample_key, sample_seed, split_of
 from shards.schema import SYNTHETIC_PAIR
-from shards.stage import Resources, Stage, StageUnavailable, each_or_reject, rejected
+from shards.stage import Resources, Stage, each_or_reject, rejected
 
 
 def _round(values, digits: int = 2) -> list:
@@ -73,8 +73,6 @@ class RenderStage(Stage):
             character = self.backend.open_character(path)
             spec = standard_spec(self.config.standard, character.id, Path(path).name, self.config.resolution)
             result = self.backend.render(spec)
-        except StageUnavailable:
-            raise
         except Exception as error:  # it cannot load, or its standard render (which every pair needs) failed
             detail = str(error) if isinstance(error, CharacterError) else f"{type(error).__name__}: {error}"
             self._current, self._failed = path, f"character: {detail}"

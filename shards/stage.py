@@ -32,9 +32,10 @@ def rejected(key: str, error: str) -> dict:
     return {"__key__": key, "status": "rejected", "error": error}
 
 
-class StageUnavailable(RuntimeError):
+class StageUnavailable(BaseException):
     """The stage cannot work on this machine at all (its renderer does not start): the job
-    stops with this message instead of rejecting every sample."""
+    stops with this message instead of rejecting every sample. Not an Exception, so that no
+    per-sample ``except Exception`` turns it into a reject."""
 
 
 def each_or_reject(stage_name: str, items: list[dict], make) -> list[dict]:
@@ -44,8 +45,6 @@ def each_or_reject(stage_name: str, items: list[dict], make) -> list[dict]:
     for item in items:
         try:
             out.append(make(item))
-        except StageUnavailable:
-            raise
         except Exception as error:  # one bad sample becomes data, not a failed batch
             out.append(rejected(item["__key__"], f"{stage_name}: {type(error).__name__}: {error}"))
     return out

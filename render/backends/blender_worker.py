@@ -24,6 +24,7 @@ CHARACTER_SUFFIXES = (".glb", ".gltf", ".vrm", ".fbx", ".blend")
 OBJECT_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".fbx", ".blend")
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 GPU_KINDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
+WORKBENCH = {"light": "STUDIO", "color_type": "TEXTURE", "render_aa": "8"}  # preview shading
 BACKGROUND_DEPTH = 1e9  # Blender writes 1e10 where no surface is hit
 
 
@@ -95,9 +96,9 @@ class BlenderWorker:
         elif s["engine"] == "BLENDER_EEVEE":
             scene.eevee.taa_render_samples = s["samples"]
         else:
-            scene.display.shading.light = "STUDIO"
-            scene.display.shading.color_type = "TEXTURE"
-            scene.display.render_aa = "8"
+            scene.display.shading.light = WORKBENCH["light"]
+            scene.display.shading.color_type = WORKBENCH["color_type"]
+            scene.display.render_aa = WORKBENCH["render_aa"]
 
     def _cycles_device(self, scene, wanted: str) -> str:
         """GPU through the first backend that lists a device (OptiX before CUDA), else CPU."""
