@@ -3,6 +3,7 @@ One character is loaded at a time; between poses only the vertex buffers are rew
 (glBufferSubData), which is several times cheaper than rebuilding the mesh."""
 from __future__ import annotations
 
+import functools
 import os
 from importlib import metadata
 
@@ -24,6 +25,23 @@ def _import_pyrender():
         raise ImportError(f"the pyrender backend needs the preview extra: pip install 'pairforge[preview]' "
                           f"({error})") from error
     return pyrender, GL
+
+
+@functools.cache
+def _ordered_node_class(pyrender):
+    """A pyrender Node that hashes by its slot number. pyrender keeps lights in a set and binds them
+    in the set's order, which for plain nodes follows memory addresses: the shader then sums the
+    lights in a different order in each renderer, and a pixel at a rounding edge flips by 1/255.
+    Small distinct hashes make the set iterate in slot order, in every renderer."""
+    class OrderedNode(pyrender.Node):
+        def __init__(self, slot: int, **kwargs):
+            super().__init__(**kwargs)
+            self.slot = slot
+
+        def __hash__(self):
+            return self.slot
+
+    return OrderedNode
 
 
 def _straight_alpha(rgba: np.ndarray) -> np.ndarray:
@@ -112,7 +130,9 @@ class PyrenderBackend:
         camera.cx, camera.cy = width / 2, height / 2
         self._scene.set_pose(self._camera_node, camera_pose)
         while len(self._light_nodes) < len(spec.lights):
-            self._light_nodes.append(self._scene.add(pr.DirectionalLight()))
+            node = _ordered_node_class(pr)(slot=len(self._light_nodes), light=pr.DirectionalLight())
+            self._scene.add_node(node)
+            self._light_nodes.append(node)
         while len(self._light_nodes) > len(spec.lights):
             self._scene.remove_node(self._light_nodes.pop())
         for node, light in zip(self._light_nodes, spec.lights):  # directions are relative to the camera
