@@ -6,12 +6,15 @@ from __future__ import annotations
 import functools
 import os
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 
 from render.backends.common import character_result, light_pose
 from render.characters import Character, PosedCharacter, load_character, pose_character
 from render.spec import SceneSpec, resolve_camera
+
+MESH_SHADER = Path(__file__).with_name("mesh_lambert.frag")
 
 
 def _import_pyrender():
@@ -25,6 +28,19 @@ def _import_pyrender():
         raise ImportError(f"the pyrender backend needs the preview extra: pip install 'pairforge[preview]' "
                           f"({error})") from error
     return pyrender, GL
+
+
+@functools.cache
+def _lean_program_cache_class(pyrender):
+    """pyrender's shader cache with our mesh fragment shader (mesh_lambert.frag: the diffuse term
+    of its PBR shader, which halves a render on a CPU rasterizer) in place of its own."""
+    class LeanProgramCache(pyrender.shader_program.ShaderProgramCache):
+        def get_program(self, vertex_shader, fragment_shader, geometry_shader=None, defines=None):
+            if fragment_shader == "mesh.frag":  # an absolute path survives pyrender's os.path.join
+                fragment_shader = str(MESH_SHADER)
+            return super().get_program(vertex_shader, fragment_shader, geometry_shader, defines)
+
+    return LeanProgramCache
 
 
 @functools.cache
@@ -147,6 +163,7 @@ class PyrenderBackend:
         width, height = spec.resolution
         if self._renderer is None:
             self._renderer = pr.OffscreenRenderer(width, height)
+            self._renderer._renderer._program_cache = _lean_program_cache_class(pr)()
         self._renderer.viewport_width, self._renderer.viewport_height = width, height
         posed = pose_character(self._character, spec.pose, spec.expression)
         vertices = np.vstack(posed.positions)
