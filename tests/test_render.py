@@ -107,3 +107,24 @@ def test_lights_reach_the_shader_in_the_specs_order_in_every_renderer(character_
         bound = [node.light.intensity for node in renderer._scene.light_nodes]  # the order pyrender binds
         renderer.close()
         assert bound == [light.intensity for light in spec.lights]
+
+
+def test_drawing_only_the_characters_box_changes_no_pixel(character_dir):
+    """The backend confines drawing to the character's pixel box; a whole-frame render of the same
+    specs must give the same bytes, depth, keypoints and head mask."""
+    from render.backends import make_backend
+    cropped, whole = make_backend("pyrender"), make_backend("pyrender")
+    whole.crop_to_character = False
+    for path in sorted(character_dir.glob("*.glb"))[:2]:
+        character = load_character(path)
+        specs = [standard_spec(StandardView(), character.id, character.path, (192, 288))]
+        specs += [sample_source_spec(SamplingRanges(), 40 + i, 0, character.id, character.path, i, 0,
+                                     character.expressions, (192, 288)) for i in range(4)]
+        cropped.load(character)
+        whole.load(character)
+        for spec in specs:
+            a, b = cropped.render(spec, with_head_mask=True), whole.render(spec, with_head_mask=True)
+            for key in ("rgba", "depth", "keypoints", "head_mask", "face_box"):
+                assert np.array_equal(a[key], b[key]), (character.id, spec.pose_id, key)
+    cropped.close()
+    whole.close()

@@ -12,6 +12,7 @@ import numpy as np
 
 from render.backends.common import character_result, light_pose
 from render.characters import Character, PosedCharacter, load_character, pose_character
+from render.geometry import project
 from render.spec import SceneSpec, resolve_camera
 
 MESH_SHADER = Path(__file__).with_name("mesh_lambert.frag")
@@ -79,6 +80,7 @@ def _gl_uv(uv: np.ndarray) -> np.ndarray:
 
 class PyrenderBackend:
     name = "pyrender"
+    crop_to_character = True  # draw only the character's pixel box (see _set_window); False: the whole frame
 
     def __init__(self):
         self._pyrender, self._gl = _import_pyrender()
@@ -156,6 +158,51 @@ class PyrenderBackend:
             self._scene.set_pose(node, light_pose(camera_pose, light))
         self._scene.ambient_light = np.full(3, spec.ambient)
 
+    def _set_window(self, vertices: np.ndarray, camera_pose: np.ndarray, fpx: float, width: int,
+                    height: int) -> None:
+        """Confine drawing to the pixel box of the character's projection (+2 px for the
+        anti-aliased edge). On llvmpipe the frame-sized work (clearing and resolving the 4x MSAA
+        buffers, reading back) costs more than shading the character; outside the box the picture
+        is empty anyway. The whole frame when a vertex is behind the camera or cropping is off."""
+        box = (0, 0, width, height)
+        xy, depth = project(vertices, camera_pose, fpx, width, height)
+        if self.crop_to_character and (depth > 0).all():
+            x0, y0 = np.maximum(np.floor(xy.min(0)).astype(int) - 2, 0)
+            x1, y1 = np.minimum(np.ceil(xy.max(0)).astype(int) + 3, (width, height))
+            if x1 > x0 and y1 > y0:
+                box = (int(x0), int(y0), int(x1), int(y1))
+        self._window = box
+        gl = self._gl
+        gl.glEnable(gl.GL_SCISSOR_TEST)  # pyrender's clear and draws then stay inside the box
+        gl.glScissor(box[0], height - box[3], box[2] - box[0], box[3] - box[1])
+
+    def _read_window(self, scene, flags) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
+        """pyrender's framebuffer read-back (it replaces Renderer._read_main_framebuffer), for the
+        window only: resolve, read and linearize its pixels, leave the rest of the frame zero."""
+        gl, renderer = self._gl, self._renderer._renderer
+        width, height = renderer._main_fb_dims
+        x0, y0, x1, y1 = self._window
+        w, h, gl_y = x1 - x0, y1 - y0, height - y1  # GL counts rows from the bottom
+        gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, renderer._main_fb_ms)
+        gl.glBindFramebuffer(gl.GL_DRAW_FRAMEBUFFER, renderer._main_fb)
+        for buffer, method in ((gl.GL_COLOR_BUFFER_BIT, gl.GL_LINEAR), (gl.GL_DEPTH_BUFFER_BIT, gl.GL_NEAREST)):
+            gl.glBlitFramebuffer(x0, gl_y, x1, gl_y + h, x0, gl_y, x1, gl_y + h, buffer, method)
+        gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, renderer._main_fb)
+        raw = np.frombuffer(gl.glReadPixels(x0, gl_y, w, h, gl.GL_DEPTH_COMPONENT, gl.GL_FLOAT),
+                            np.float32).reshape(h, w)[::-1]
+        depth = np.zeros((height, width), np.float32)
+        drawn = raw < 1.0
+        camera = scene.main_camera_node.camera
+        near, far = camera.znear, camera.zfar
+        ndc = 2.0 * raw[drawn] - 1.0  # OpenGL depth -> metres along the view axis, as pyrender does
+        depth[y0:y1, x0:x1][drawn] = 2.0 * near * far / (far + near - ndc * (far - near))
+        if flags & self._pyrender.RenderFlags.DEPTH_ONLY:
+            return depth
+        colour = np.zeros((height, width, 4), np.uint8)
+        colour[y0:y1, x0:x1] = np.frombuffer(gl.glReadPixels(x0, gl_y, w, h, gl.GL_RGBA, gl.GL_UNSIGNED_BYTE),
+                                             np.uint8).reshape(h, w, 4)[::-1]
+        return colour, depth
+
     def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
         if self._character is None:
             raise RuntimeError("load a character before rendering")
@@ -164,18 +211,20 @@ class PyrenderBackend:
         if self._renderer is None:
             self._renderer = pr.OffscreenRenderer(width, height)
             self._renderer._renderer._program_cache = _lean_program_cache_class(pr)()
+            self._renderer._renderer._read_main_framebuffer = self._read_window
         self._renderer.viewport_width, self._renderer.viewport_height = width, height
         posed = pose_character(self._character, spec.pose, spec.expression)
         vertices = np.vstack(posed.positions)
         camera_pose, fpx = resolve_camera(spec.camera, vertices[::4], posed.head_outline(), width, height)
         self._set_view(spec, camera_pose, fpx)
         self._renderer._platform.make_current()
+        self._set_window(vertices, camera_pose, fpx, width, height)
         self._upload(posed)
-        color, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
-        rgba = _straight_alpha(np.ascontiguousarray(color))
+        rgba, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
+        x0, y0, x1, y1 = self._window
+        _straight_alpha(rgba[y0:y1, x0:x1])
         # MSAA coverage is the mask: it keeps the anti-aliased silhouette (the background clears to 0)
-        result = character_result(rgba, np.ascontiguousarray(depth, dtype=np.float32), posed, camera_pose, fpx,
-                                  spec, self._character_height)
+        result = character_result(rgba, depth, posed, camera_pose, fpx, spec, self._character_height)
         if with_head_mask:
             result["head_mask"] = self._head_mask(posed, camera_pose, fpx, width, height)
         return result
