@@ -81,16 +81,22 @@ def rotation_about(axis, degrees: float) -> np.ndarray:
     return np.eye(3) + np.sin(x) * k + (1 - np.cos(x)) * k @ k
 
 
+def _cross3(a, b) -> np.ndarray:
+    """The cross product of two 3-vectors; np.cross spends ~20 us on axis handling, and the camera
+    solve calls look_at several times per render."""
+    return np.array([a[1] * b[2] - a[2] * b[1], a[2] * b[0] - a[0] * b[2], a[0] * b[1] - a[1] * b[0]])
+
+
 def look_at(eye, target, up=(0.0, 1.0, 0.0), roll_deg: float = 0.0) -> np.ndarray:
     """Camera-to-world pose (OpenGL convention: the camera looks down its -z axis)."""
     eye, target = np.asarray(eye, float), np.asarray(target, float)
     forward = target - eye
     forward /= np.linalg.norm(forward)
-    right = np.cross(forward, up)
+    right = _cross3(forward, up)
     if np.linalg.norm(right) < 1e-8:  # looking straight up or down
-        right = np.cross(forward, (0.0, 0.0, 1.0))
+        right = _cross3(forward, (0.0, 0.0, 1.0))
     right /= np.linalg.norm(right)
-    true_up = np.cross(right, forward)
+    true_up = _cross3(right, forward)
     pose = np.eye(4)
     pose[:3, 0], pose[:3, 1], pose[:3, 2], pose[:3, 3] = right, true_up, -forward, eye
     if roll_deg:
