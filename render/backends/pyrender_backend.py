@@ -45,6 +45,43 @@ def _lean_program_cache_class(pyrender):
 
 
 @functools.cache
+def _windowed_renderer_class(pyrender):
+    """pyrender's Renderer whose framebuffer read-back covers only ``window`` (x0, y0, x1, y1 in
+    image pixels): it resolves, reads and linearizes the window's pixels and leaves the rest of the
+    frame zero. The backend swaps an OffscreenRenderer's renderer to this class (no per-instance
+    patching, so no reference cycle that would free a renderer at a random later moment)."""
+    from OpenGL import GL as gl
+
+    class WindowedRenderer(pyrender.renderer.Renderer):
+        window: tuple[int, int, int, int] = (0, 0, 0, 0)
+
+        def _read_main_framebuffer(self, scene, flags):
+            width, height = self._main_fb_dims
+            x0, y0, x1, y1 = self.window
+            w, h, gl_y = x1 - x0, y1 - y0, height - y1  # GL counts rows from the bottom
+            gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, self._main_fb_ms)
+            gl.glBindFramebuffer(gl.GL_DRAW_FRAMEBUFFER, self._main_fb)
+            for buffer, method in ((gl.GL_COLOR_BUFFER_BIT, gl.GL_LINEAR), (gl.GL_DEPTH_BUFFER_BIT, gl.GL_NEAREST)):
+                gl.glBlitFramebuffer(x0, gl_y, x1, gl_y + h, x0, gl_y, x1, gl_y + h, buffer, method)
+            gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, self._main_fb)
+            raw = np.frombuffer(gl.glReadPixels(x0, gl_y, w, h, gl.GL_DEPTH_COMPONENT, gl.GL_FLOAT),
+                                np.float32).reshape(h, w)[::-1]
+            depth = np.zeros((height, width), np.float32)
+            drawn = raw < 1.0
+            near, far = scene.main_camera_node.camera.znear, scene.main_camera_node.camera.zfar
+            ndc = 2.0 * raw[drawn] - 1.0  # OpenGL depth -> metres along the view axis, as pyrender does
+            depth[y0:y1, x0:x1][drawn] = 2.0 * near * far / (far + near - ndc * (far - near))
+            if flags & pyrender.RenderFlags.DEPTH_ONLY:
+                return depth
+            colour = np.zeros((height, width, 4), np.uint8)
+            pixels = gl.glReadPixels(x0, gl_y, w, h, gl.GL_RGBA, gl.GL_UNSIGNED_BYTE)
+            colour[y0:y1, x0:x1] = np.frombuffer(pixels, np.uint8).reshape(h, w, 4)[::-1]
+            return colour, depth
+
+    return WindowedRenderer
+
+
+@functools.cache
 def _ordered_node_class(pyrender):
     """A pyrender Node that hashes by its slot number. pyrender keeps lights in a set and binds them
     in the set's order, which for plain nodes follows memory addresses: the shader then sums the
@@ -171,37 +208,10 @@ class PyrenderBackend:
             x1, y1 = np.minimum(np.ceil(xy.max(0)).astype(int) + 3, (width, height))
             if x1 > x0 and y1 > y0:
                 box = (int(x0), int(y0), int(x1), int(y1))
-        self._window = box
+        self._renderer._renderer.window = box
         gl = self._gl
         gl.glEnable(gl.GL_SCISSOR_TEST)  # pyrender's clear and draws then stay inside the box
         gl.glScissor(box[0], height - box[3], box[2] - box[0], box[3] - box[1])
-
-    def _read_window(self, scene, flags) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
-        """pyrender's framebuffer read-back (it replaces Renderer._read_main_framebuffer), for the
-        window only: resolve, read and linearize its pixels, leave the rest of the frame zero."""
-        gl, renderer = self._gl, self._renderer._renderer
-        width, height = renderer._main_fb_dims
-        x0, y0, x1, y1 = self._window
-        w, h, gl_y = x1 - x0, y1 - y0, height - y1  # GL counts rows from the bottom
-        gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, renderer._main_fb_ms)
-        gl.glBindFramebuffer(gl.GL_DRAW_FRAMEBUFFER, renderer._main_fb)
-        for buffer, method in ((gl.GL_COLOR_BUFFER_BIT, gl.GL_LINEAR), (gl.GL_DEPTH_BUFFER_BIT, gl.GL_NEAREST)):
-            gl.glBlitFramebuffer(x0, gl_y, x1, gl_y + h, x0, gl_y, x1, gl_y + h, buffer, method)
-        gl.glBindFramebuffer(gl.GL_READ_FRAMEBUFFER, renderer._main_fb)
-        raw = np.frombuffer(gl.glReadPixels(x0, gl_y, w, h, gl.GL_DEPTH_COMPONENT, gl.GL_FLOAT),
-                            np.float32).reshape(h, w)[::-1]
-        depth = np.zeros((height, width), np.float32)
-        drawn = raw < 1.0
-        camera = scene.main_camera_node.camera
-        near, far = camera.znear, camera.zfar
-        ndc = 2.0 * raw[drawn] - 1.0  # OpenGL depth -> metres along the view axis, as pyrender does
-        depth[y0:y1, x0:x1][drawn] = 2.0 * near * far / (far + near - ndc * (far - near))
-        if flags & self._pyrender.RenderFlags.DEPTH_ONLY:
-            return depth
-        colour = np.zeros((height, width, 4), np.uint8)
-        colour[y0:y1, x0:x1] = np.frombuffer(gl.glReadPixels(x0, gl_y, w, h, gl.GL_RGBA, gl.GL_UNSIGNED_BYTE),
-                                             np.uint8).reshape(h, w, 4)[::-1]
-        return colour, depth
 
     def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
         if self._character is None:
@@ -211,7 +221,7 @@ class PyrenderBackend:
         if self._renderer is None:
             self._renderer = pr.OffscreenRenderer(width, height)
             self._renderer._renderer._program_cache = _lean_program_cache_class(pr)()
-            self._renderer._renderer._read_main_framebuffer = self._read_window
+            self._renderer._renderer.__class__ = _windowed_renderer_class(pr)
         self._renderer.viewport_width, self._renderer.viewport_height = width, height
         posed = pose_character(self._character, spec.pose, spec.expression)
         vertices = np.vstack(posed.positions)
@@ -221,7 +231,7 @@ class PyrenderBackend:
         self._set_window(vertices, camera_pose, fpx, width, height)
         self._upload(posed)
         rgba, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
-        x0, y0, x1, y1 = self._window
+        x0, y0, x1, y1 = self._renderer._renderer.window
         _straight_alpha(rgba[y0:y1, x0:x1])
         # MSAA coverage is the mask: it keeps the anti-aliased silhouette (the background clears to 0)
         result = character_result(rgba, depth, posed, camera_pose, fpx, spec, self._character_height)
