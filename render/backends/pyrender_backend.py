@@ -18,7 +18,8 @@ from render.spec import SceneSpec, resolve_camera
 MESH_SHADER = Path(__file__).with_name("mesh_lambert.frag")
 
 
-def _import_pyrender():
+def import_pyrender():
+    """pyrender and OpenGL's GL module, on EGL (headless); the error names the extra to install."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
     if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it so; numpy 2 removed it
         np.infty = np.inf
@@ -120,7 +121,7 @@ class PyrenderBackend:
     crop_to_character = True  # draw only the character's pixel box (see _set_window); False: the whole frame
 
     def __init__(self):
-        self._pyrender, self._gl = _import_pyrender()
+        self._pyrender, self._gl = import_pyrender()
         self.version = metadata.version("pyrender")
         self._renderer = None
         self._scene = None

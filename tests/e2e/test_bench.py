@@ -18,7 +18,7 @@ def test_bench_render_prints_rate_baseline_and_ratio(capsys):
                  "--naive-samples", "2"]) == 0
     figures = last_json(capsys)
     assert figures["backend"] == "pyrender" and figures["pairs"] == 3 and figures["naive_pairs"] == 2
-    assert figures["pairs_per_s"] > 0 and figures["naive_pairs_per_s"] > 0
+    assert figures["pairs_per_s"] > 0 and figures["naive_pairs_per_s"] > 0 and figures["import_seconds"] >= 0
     assert figures["ratio"] == pytest.approx(figures["pairs_per_s"] / figures["naive_pairs_per_s"], rel=0.05)
 
 
