@@ -134,6 +134,7 @@ def composite(rgba: np.ndarray, background: np.ndarray, placement: Placement, co
               box: tuple[int, int, int, int] | None = None) -> dict:
     """RGBA source + RGB background -> {"image" RGB, "alpha" (the moved matte, uint8), "bg_mask"
     (255 - alpha)} at the background's size."""
+    import cv2
     h, w = background.shape[:2]
     box = box or alpha_box(rgba[..., 3])
     fg, sx, sy = _scaled_crop(rgba, box, placement.scale)
@@ -146,8 +147,8 @@ def composite(rgba: np.ndarray, background: np.ndarray, placement: Placement, co
     if cx1 > cx0 and cy1 > cy0:
         fg = fg[cy0:cy1, cx0:cx1]
         ox, oy = x + cx0, y + cy0
-        alpha = fg[..., 3]
-        colour = fg[..., :3]
+        # Contiguous planes by OpenCV: numpy's copy of a 3-of-4-channel view is ~10x slower.
+        alpha, colour = cv2.extractChannel(fg, 3), cv2.cvtColor(fg, cv2.COLOR_RGBA2RGB)
         if config.feather_px > 0:
             blurred = np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(config.feather_px)))
             eroded = blurred < alpha  # erode the edge only: solid interiors stay 255
