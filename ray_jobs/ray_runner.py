@@ -50,6 +50,13 @@ class ShardWorker:
         self.watchdog = Watchdog(self.out_dir, sample_timeout) if sample_timeout else None
         self.stage.setup()
 
+    def __del__(self):
+        """Ray Data drops the worker when the job's pool shuts down gracefully (not when a worker
+        is killed): the stage releases what it holds, e.g. a Blender worker and its scratch folder."""
+        stage = getattr(self, "stage", None)  # absent when __init__ failed
+        if stage is not None:
+            stage.teardown()
+
     def __call__(self, batch: dict) -> dict:
         names, seconds, began = [], [], []
         for index, items in zip(batch["shard"], batch["items"]):

@@ -128,3 +128,23 @@ def test_drawing_only_the_characters_box_changes_no_pixel(character_dir):
                 assert np.array_equal(a[key], b[key]), (character.id, spec.pose_id, key)
     cropped.close()
     whole.close()
+
+
+def test_a_renderer_used_on_one_thread_closes_on_another(character_dir):
+    """Ray runs a worker's batches on one thread and drops the worker (closing its stage) on
+    another, where the GL context cannot be made current."""
+    import threading
+
+    from render.backends import make_backend
+    character = load_character(sorted(character_dir.glob("*.glb"))[0])
+    spec = sample_source_spec(SamplingRanges(), 5, 0, character.id, character.path, 0, 0, [], (64, 96))
+    renderer = make_backend("pyrender")
+    renderer.load(character)
+    worker = threading.Thread(target=renderer.render, args=(spec,))
+    worker.start()
+    worker.join()
+    renderer.close()  # the context is still current on the (finished) worker thread
+    after = make_backend("pyrender")
+    after.load(character)
+    assert after.render(spec)["mask"].any()
+    after.close()

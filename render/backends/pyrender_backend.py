@@ -261,10 +261,17 @@ class PyrenderBackend:
         if self._renderer is None:
             return
         from OpenGL import EGL
+        from OpenGL.error import GLError
         platform = self._renderer._platform  # pyrender is pinned (0.1.45): these names are stable
-        platform.make_current()
-        self._renderer._renderer.delete()
-        EGL.eglMakeCurrent(platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+        try:
+            platform.make_current()
+        except (GLError, AssertionError):
+            # Current in another thread (Ray runs a worker's batches on one thread and drops the
+            # worker on another): EGL destroys the context, and its objects, once that thread lets go.
+            pass
+        else:
+            self._renderer._renderer.delete()
+            EGL.eglMakeCurrent(platform._egl_display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
         EGL.eglDestroyContext(platform._egl_display, platform._egl_context)
         platform._egl_context = platform._egl_display = None  # leaves pyrender's finalizers nothing to do
         self._renderer = None

@@ -32,6 +32,10 @@ class FaultyStage(RenderStage):
             time.sleep(3600)
         return super().process_batch(items)
 
+    def teardown(self):
+        super().teardown()
+        (self.marker.parent / f"teardown-{os.getpid()}.marker").touch()
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()

@@ -94,6 +94,7 @@ def test_worker_death_failing_and_hanging_samples(local_run, tmp_path):
     for key, record in written.items():  # nothing lost, nothing half-written: the same bytes
         assert record == local[key]
     assert not list((tmp_path / "pairs").glob("*.tmp")) and not (tmp_path / "pairs" / "_watchdog").exists()
+    assert list(tmp_path.glob("teardown-*.marker"))  # the surviving worker released its stage at the end
 
 
 def test_joining_a_cluster_by_address(local_run, tmp_path):
