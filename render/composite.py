@@ -153,7 +153,6 @@ def composite(rgba: np.ndarray, background: np.ndarray, placement: Placement, co
             blurred = np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(config.feather_px)))
             eroded = blurred < alpha  # erode the edge only: solid interiors stay 255
             if eroded.any():
-                colour = colour.copy()
                 colour[eroded] = (colour[eroded].astype(np.uint32) * blurred[eroded, None] // alpha[eroded, None])
                 alpha = np.where(eroded, blurred, alpha)
         region = out[oy:oy + alpha.shape[0], ox:ox + alpha.shape[1]]

@@ -1,4 +1,5 @@
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -132,19 +133,50 @@ def test_drawing_only_the_characters_box_changes_no_pixel(character_dir):
 
 def test_a_renderer_used_on_one_thread_closes_on_another(character_dir):
     """Ray runs a worker's batches on one thread and drops the worker (closing its stage) on
-    another, where the GL context cannot be made current."""
+    another, where the GL context cannot be made current. Closing must neither raise nor free GL
+    names from there (they would name another renderer's objects), and the backend renders again."""
+    import gc
     import threading
 
     from render.backends import make_backend
     character = load_character(sorted(character_dir.glob("*.glb"))[0])
     spec = sample_source_spec(SamplingRanges(), 5, 0, character.id, character.path, 0, 0, [], (64, 96))
-    renderer = make_backend("pyrender")
+    renderer, other = make_backend("pyrender"), make_backend("pyrender")
     renderer.load(character)
     worker = threading.Thread(target=renderer.render, args=(spec,))
     worker.start()
     worker.join()
-    renderer.close()  # the context is still current on the (finished) worker thread
-    after = make_backend("pyrender")
-    after.load(character)
-    assert after.render(spec)["mask"].any()
-    after.close()
+    other.load(character)
+    before = other.render(spec)["rgba"]
+    renderer.close()  # its context is still current on the (finished) worker thread
+    gc.collect()  # pyrender's finalizers of the closed renderer run now
+    assert np.array_equal(other.render(spec)["rgba"], before)
+    assert np.array_equal(renderer.render(spec)["rgba"], before)  # and the closed backend renders again
+    other.close()
+    renderer.close()
+
+
+def test_the_mesh_shader_without_point_and_spot_lights_gives_pyrenders_pixels(character_dir):
+    """The backend compiles pyrender's mesh shader without the point- and spot-light loops (its
+    scenes have neither); the pictures must stay pyrender's own, to the byte."""
+    import pyrender
+
+    from render.backends import make_backend
+    from render.backends.pyrender_backend import _POINT_AND_SPOT_LOOPS
+    shader = Path(pyrender.__file__).with_name("shaders") / "mesh.frag"
+    assert _POINT_AND_SPOT_LOOPS.search(shader.read_text()), "pyrender's shader changed: the loops are not cut"
+    renderer = make_backend("pyrender")
+    for path in sorted(character_dir.glob("*.glb"))[:2]:
+        character = load_character(path)
+        renderer.load(character)
+        specs = [standard_spec(StandardView(), character.id, character.path, (128, 192))]
+        specs += [sample_source_spec(SamplingRanges(), 60 + i, 0, character.id, character.path, i, 0,
+                                     character.expressions, (128, 192)) for i in range(2)]
+        ours = [renderer.render(spec)["rgba"] for spec in specs]
+        cache, renderer._renderer._renderer._program_cache = (renderer._renderer._renderer._program_cache,
+                                                              pyrender.shader_program.ShaderProgramCache())
+        theirs = [renderer.render(spec)["rgba"] for spec in specs]
+        renderer._renderer._renderer._program_cache = cache
+        for a, b in zip(ours, theirs):
+            assert np.array_equal(a, b)
+    renderer.close()
