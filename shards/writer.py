@@ -25,7 +25,7 @@ RECORD_STATUS_KEYS = ("status", "error")
 def package_versions(*extra: str) -> dict[str, str]:
     """Versions of the packages that shape a shard's bytes, for its manifest."""
     versions = {"python": platform.python_version()}
-    for name in ("pairforge", "numpy", "pillow", "webdataset", *extra):
+    for name in ("pairforge", "numpy", "pillow", "isal", "webdataset", *extra):  # isal: our PNG deflate
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
