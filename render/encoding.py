@@ -1,9 +1,11 @@
 """Image encoding for shard members: fast lossless PNG and JPEG.
 
-PNG is written here rather than by Pillow: Pillow tries every row filter on every row and
-deflates with zlib, ~19 ms for a 512x768 RGBA render. One "Up" filter (each row minus the row
-above, a vectorized subtraction) deflated by ISA-L takes ~2 ms and comes out smaller on renders,
-whose rows repeat (measured in the README)."""
+PNG is written here rather than by Pillow: Pillow tries every row filter on every row, ~19 ms
+for a 512x768 RGBA render. One "Up" filter (each row minus the row above, a vectorized
+subtraction) deflated by zlib with its run-length strategy takes ~7 ms and comes out smaller on
+renders, whose filtered rows are mostly runs (measured in the README). zlib, not a faster
+deflate: its output is the same bytes in every process (ISA-L's was not), which re-runs, resumes
+and the local/Ray runners rely on."""
 from __future__ import annotations
 
 import io
@@ -22,10 +24,8 @@ def _chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
-    """An 8-bit PNG of ``image`` (H x W, or H x W x 1..4 channels). Levels 0-3 deflate with ISA-L
-    (fast), 4-9 with zlib (smaller, several times slower)."""
-    from isal import isal_zlib
-
+    """An 8-bit PNG of ``image`` (H x W, or H x W x 1..4 channels). zlib levels: 1-3 with the
+    run-length strategy (fast), 4-9 with the default one (smaller on photos, slower), 0 stores."""
     if image.dtype != np.uint8:
         raise ValueError(f"encode_png takes uint8 images, not {image.dtype}")
     if image.ndim == 2:
@@ -39,7 +39,9 @@ def encode_png(image: np.ndarray, compress_level: int = 1) -> bytes:
     filtered[0, 1:] = rows[0]
     np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # wraps modulo 256, as PNG's filter does
     raw = filtered.tobytes()
-    data = isal_zlib.compress(raw, compress_level) if compress_level <= 3 else zlib.compress(raw, compress_level)
+    strategy = zlib.Z_RLE if compress_level <= 3 else zlib.Z_DEFAULT_STRATEGY
+    deflate = zlib.compressobj(compress_level, zlib.DEFLATED, 15, 8, strategy)
+    data = deflate.compress(raw) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, _COLOUR_TYPE[channels], 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", data) + _chunk(b"IEND", b"")
 

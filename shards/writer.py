@@ -12,6 +12,7 @@ import os
 import platform
 import tarfile
 import uuid
+import zlib
 from collections import Counter
 from importlib import metadata
 from pathlib import Path
@@ -25,7 +26,8 @@ RECORD_STATUS_KEYS = ("status", "error")
 def package_versions(*extra: str) -> dict[str, str]:
     """Versions of the packages that shape a shard's bytes, for its manifest."""
     versions = {"python": platform.python_version()}
-    for name in ("pairforge", "numpy", "pillow", "isal", "webdataset", *extra):  # isal: our PNG deflate
+    versions["zlib"] = zlib.ZLIB_RUNTIME_VERSION  # deflates our PNG members
+    for name in ("pairforge", "numpy", "pillow", "webdataset", *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
