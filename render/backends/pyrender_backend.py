@@ -113,7 +113,7 @@ def _ordered_node_class(pyrender):
     return OrderedNode
 
 
-def _straight_alpha(rgba: np.ndarray) -> np.ndarray:
+def _straight_alpha(rgba: np.ndarray) -> None:
     """The MSAA resolve averages colour with the transparent-black background, so edge pixels come
     out premultiplied; PNG means straight alpha. Divide the colour of partly covered pixels by
     their coverage (in place)."""
@@ -122,7 +122,6 @@ def _straight_alpha(rgba: np.ndarray) -> np.ndarray:
     if edge.any():
         a = alpha[edge].astype(np.float32)[:, None]
         rgba[edge, :3] = np.minimum(255.0, rgba[edge, :3] * (255.0 / a) + 0.5).astype(np.uint8)
-    return rgba
 
 
 def _gl_uv(uv: np.ndarray) -> np.ndarray:
@@ -211,7 +210,7 @@ class PyrenderBackend:
         self._scene.ambient_light = np.full(3, spec.ambient)
 
     def _set_window(self, vertices: np.ndarray, camera_pose: np.ndarray, fpx: float, width: int,
-                    height: int) -> None:
+                    height: int) -> tuple[int, int, int, int]:
         """Confine drawing to the pixel box of the character's projection (with 2-3 px to spare
         for the anti-aliased edge). On llvmpipe the frame-sized work (clearing and resolving the 4x MSAA
         buffers, reading back) costs more than shading the character; outside the box the picture
@@ -227,6 +226,7 @@ class PyrenderBackend:
         gl = self._gl
         gl.glEnable(gl.GL_SCISSOR_TEST)  # pyrender's clear and draws then stay inside the box
         gl.glScissor(box[0], height - box[3], box[2] - box[0], box[3] - box[1])
+        return box
 
     def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
         if self._character is None:
@@ -243,10 +243,9 @@ class PyrenderBackend:
         camera_pose, fpx = resolve_camera(spec.camera, vertices[::4], posed.head_outline(), width, height)
         self._set_view(spec, camera_pose, fpx)
         self._renderer._platform.make_current()
-        self._set_window(vertices, camera_pose, fpx, width, height)
+        x0, y0, x1, y1 = self._set_window(vertices, camera_pose, fpx, width, height)
         self._upload(posed)
         rgba, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
-        x0, y0, x1, y1 = self._renderer._renderer.window
         _straight_alpha(rgba[y0:y1, x0:x1])
         # MSAA coverage is the mask: it keeps the anti-aliased silhouette (the background clears to 0)
         result = character_result(rgba, depth, posed, camera_pose, fpx, spec, self._character_height)
