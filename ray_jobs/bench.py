@@ -30,7 +30,7 @@ def _engine_settings(blender) -> dict:
                 "denoising_prefilter": blender.denoising_prefilter, "device": blender.device}
     if blender.engine == "BLENDER_EEVEE":
         return {"engine": blender.engine, "taa_samples": blender.samples}
-    from render.backends.blender_worker import WORKBENCH
+    from render.backends.settings import WORKBENCH
     return {"engine": blender.engine, **WORKBENCH}
 
 
@@ -117,7 +117,7 @@ def _naive_composite(rgba, background, placement, keypoints):
     alpha_composite over the background, and read the mask back from the canvas."""
     from PIL import Image
 
-    from render.composite import pose_image
+    from render.compositing.composite import pose_image
 
     h, w = background.shape[:2]
     size = (round(rgba.shape[1] * placement.scale), round(rgba.shape[0] * placement.scale))
@@ -134,16 +134,16 @@ def bench_composite(samples: int = 200, resolution=(512, 768)) -> dict:
     """Composites per second on one core: ours (alpha-box crop, integer blend in the box only)
     against the naive PIL pipeline, on the same real renders, backgrounds and placements."""
     from render.backends import make_backend
-    from render.backgrounds import procedural_background
+    from render.compositing.backgrounds import procedural_background
     from render.characters import load_character
-    from render.composite import (
+    from render.compositing.composite import (
         CompositeConfig,
         alpha_box,
         composite,
         pose_image,
         sample_placement,
     )
-    from render.encoding import encode_jpeg, encode_png
+    from shards.encoding import encode_jpeg, encode_png
     from render.procedural import generate_characters
     from render.spec import SamplingRanges, sample_source_spec
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ray_jobs.config import ConfigError
-from render.scenes import NotEnoughSubjects
+from render.compositing.scenes import NotEnoughSubjects
 from shards.stage import StageUnavailable
 
 
@@ -29,9 +29,9 @@ def cmd_demo(args) -> int:
         write_contact_sheet,
         write_router_sheet,
     )
-    from render.composite_stage import CompositeJobConfig
+    from render.compositing.stage import CompositeJobConfig
     from render.config import RenderConfig
-    from render.scenes import SceneConfig
+    from render.compositing.scenes import SceneConfig
     from shards.inspect import inspect_dataset
 
     overrides = [f"characters.count={args.characters}", f"poses_per_character={args.poses}",
@@ -70,7 +70,7 @@ def cmd_demo(args) -> int:
 def cmd_composite(args) -> int:
     from ray_jobs.config import load_config
     from ray_jobs.jobs import run_composite
-    from render.composite_stage import CompositeJobConfig
+    from render.compositing.stage import CompositeJobConfig
 
     overrides = [f"backgrounds={args.backgrounds}", *args.set]
     config = load_config(CompositeJobConfig, args.config, overrides)
@@ -133,7 +133,7 @@ def cmd_inspect(args) -> int:
 def cmd_router(args) -> int:
     from ray_jobs.config import load_config
     from ray_jobs.jobs import run_router_scenes
-    from render.scenes import SceneConfig
+    from render.compositing.scenes import SceneConfig
 
     config = load_config(SceneConfig, args.config, [f"backgrounds={args.backgrounds}", f"scenes={args.scenes}",
                                                     *args.set])

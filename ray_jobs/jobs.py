@@ -14,9 +14,7 @@ from ray_jobs.config import (
     write_resolved,
 )
 from ray_jobs.shardwork import RunSummary, plan_shards
-from render.backends.blender_worker import (
-    CHARACTER_SUFFIXES as BLENDER_CHARACTER_SUFFIXES,
-)
+from render.backends.settings import CHARACTER_SUFFIXES as BLENDER_CHARACTER_SUFFIXES
 from render.config import RenderConfig
 from render.gltf import BINARY_GLTF_SUFFIXES
 from shards.schema import SYNTHETIC_PAIR
@@ -123,8 +121,8 @@ def run_composite(config, in_dir: str | Path, out_dir: str | Path, runner: str =
                   workers: int | None = None, overwrite: bool = False, progress: bool = True) -> RunSummary:
     """``synthetic_pair`` shards under ``in_dir`` (a job's --out, or its pairs/ folder) ->
     ``composited_pair`` shards in ``out_dir``, one output shard per input shard."""
-    from render.backgrounds import open_backgrounds
-    from render.composite_stage import CompositeStage, plan_composite_items
+    from render.compositing.backgrounds import open_backgrounds
+    from render.compositing.stage import CompositeStage, plan_composite_items
     from shards.schema import COMPOSITED_PAIR
 
     in_dir = Path(in_dir).resolve()
@@ -176,8 +174,8 @@ def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, runner: s
                       address: str | None = None, workers: int | None = None, overwrite: bool = False,
                       progress: bool = True) -> RunSummary:
     """``synthetic_pair`` shards under ``in_dir`` -> multi-subject ``router_sample`` shards in ``out_dir``."""
-    from render.backgrounds import open_backgrounds
-    from render.scenes import RouterSceneStage, plan_scenes
+    from render.compositing.backgrounds import open_backgrounds
+    from render.compositing.scenes import RouterSceneStage, plan_scenes
     from shards.schema import ROUTER_SAMPLE
 
     out_dir = Path(out_dir).resolve()

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from render.backends.settings import BACKENDS, BlenderSettings
 from render.spec import SamplingRanges, StandardView
 
 
@@ -13,37 +14,6 @@ class CharactersConfig:
     source: str = "procedural"   # "procedural" or a directory of .glb characters
     count: int = 8               # procedural characters to generate
     seed: int = 0
-
-
-@dataclass(frozen=True)
-class BlenderSettings:
-    """How the blender backend renders (the ``blender`` section of a render config)."""
-    engine: str = "CYCLES"                # CYCLES, BLENDER_EEVEE (GPU machines) or BLENDER_WORKBENCH (previews)
-    samples: int = 16                     # Cycles samples per pixel / EEVEE TAA samples
-    denoiser: str = "OPENIMAGEDENOISE"    # Cycles denoiser, or NONE
-    denoising_prefilter: str = "FAST"
-    device: str = "auto"                  # auto (GPU when Cycles finds one), cpu or gpu
-    timeout_s: float = 300.0              # per request to the Blender worker; then it is replaced
-    tries: int = 2                        # worker failures on one character before it is rejected
-    recycle_after: int = 50               # characters per worker process before a fresh one
-
-    def check(self) -> list[str]:
-        from render.backends.blender_worker import ENGINES
-        problems = []
-        if self.engine not in ENGINES:
-            problems.append(f"blender.engine {self.engine!r}: use one of {', '.join(ENGINES)}")
-        if self.denoiser not in ("OPENIMAGEDENOISE", "OPTIX", "NONE"):
-            problems.append(f"blender.denoiser {self.denoiser!r}: use OPENIMAGEDENOISE, OPTIX or NONE")
-        if self.denoising_prefilter not in ("FAST", "ACCURATE", "NONE"):
-            problems.append(f"blender.denoising_prefilter {self.denoising_prefilter!r}: use FAST, ACCURATE or NONE")
-        if self.device not in ("auto", "cpu", "gpu"):
-            problems.append(f"blender.device {self.device!r}: use auto, cpu or gpu")
-        for name in ("samples", "tries", "recycle_after"):
-            if getattr(self, name) < 1:
-                problems.append(f"blender.{name} must be >= 1")
-        if self.timeout_s <= 0:
-            problems.append("blender.timeout_s must be > 0")
-        return problems
 
 
 @dataclass(frozen=True)
@@ -93,7 +63,6 @@ class RenderConfig:
             problems.append("test_fraction must be within 0..1")
         if not 0 <= self.png_compress_level <= 9:
             problems.append("png_compress_level must be 0..9")
-        from render.backends import BACKENDS
         if self.backend not in BACKENDS:
             problems.append(f"backend {self.backend!r}: use one of {', '.join(BACKENDS)}")
         problems += self.blender.check()

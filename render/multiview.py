@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from render.backends.blender_worker import OBJECT_SUFFIXES
-from render.config import BlenderSettings
-from render.encoding import encode_png
+from render.backends.settings import OBJECT_SUFFIXES
+from render.backends.settings import BlenderSettings
+from shards.encoding import encode_png
 from render.geometry import focal_px, look_at
 from render.spec import LightSpec
 from shards.keys import sample_seed, split_of

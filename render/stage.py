@@ -10,7 +10,7 @@ import numpy as np
 
 from render.characters import Character, CharacterError
 from render.config import RenderConfig
-from render.encoding import encode_png
+from shards.encoding import encode_png
 from render.spec import sample_source_spec, standard_spec
 from shards.keys import sample_key, sample_seed, split_of
 from shards.schema import SYNTHETIC_PAIR

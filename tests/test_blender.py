@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from render.characters import CharacterError
-from render.config import BlenderSettings
+from render.backends.settings import BlenderSettings
 from render.spec import SamplingRanges, StandardView, sample_source_spec, standard_spec
 
 pytestmark = [pytest.mark.blender,
@@ -303,7 +303,7 @@ def test_a_killed_job_takes_its_busy_blender_worker_with_it(character_dir):
     job = subprocess.Popen([sys.executable, "-c", (
         "import sys\n"
         "from render.backends.blender_backend import BlenderBackend\n"
-        "from render.config import BlenderSettings\n"
+        "from render.backends.settings import BlenderSettings\n"
         "from render.spec import StandardView, standard_spec\n"
         "b = BlenderBackend(BlenderSettings(samples=100000, denoiser='NONE'))\n"
         "c = b.open_character(sys.argv[1])\n"

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render.backgrounds import (
+from render.compositing.backgrounds import (
     BackgroundError,
     FolderBackgrounds,
     ProceduralBackgrounds,
     load_background,
     procedural_background,
 )
-from render.composite import (
+from render.compositing.composite import (
     CompositeConfig,
     Placement,
     alpha_box,
@@ -147,7 +147,7 @@ def test_procedural_backgrounds_are_deterministic_and_varied():
 
 
 def test_router_scene_instance_masks_are_disjoint_and_cover_the_visible_alphas():
-    from render.scenes import SceneConfig, compose_scene
+    from render.compositing.scenes import SceneConfig, compose_scene
     rng = np.random.default_rng(3)
     for n in (2, 3, 4):
         sources = [character_rgba(seed) for seed in range(n)]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from render.encoding import encode_png
+from shards.encoding import encode_png
 
 
 def _images():

@@ -1,6 +1,6 @@
 import numpy as np
 
-from render.backgrounds import ProceduralBackgrounds
+from render.compositing.backgrounds import ProceduralBackgrounds
 from shards.reader import iter_dataset
 from train.compositing import OnTheFlyComposite
 

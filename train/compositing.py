@@ -12,8 +12,8 @@ import hashlib
 
 import numpy as np
 
-from render.backgrounds import draw_background
-from render.composite import CompositeConfig, composite_sample
+from render.compositing.backgrounds import draw_background
+from render.compositing.composite import CompositeConfig, composite_sample
 
 
 class OnTheFlyComposite:

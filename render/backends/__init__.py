@@ -5,7 +5,7 @@
 ``render(spec)`` renders it; ``close()`` frees the backend."""
 from __future__ import annotations
 
-BACKENDS = ("pyrender", "blender")
+from render.backends.settings import BACKENDS
 
 
 def make_backend(name: str, blender=None, log_dir=None):

@@ -32,7 +32,7 @@ from render.characters import (
     pose_character,
     shape_key_weights,
 )
-from render.config import BlenderSettings
+from render.backends.settings import BlenderSettings
 from render.gltf import BINARY_GLTF_SUFFIXES
 from render.spec import SceneSpec, resolve_camera
 from shards.stage import StageUnavailable

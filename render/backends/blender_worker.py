@@ -17,14 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from render.backends.settings import CHARACTER_SUFFIXES, ENGINES, OBJECT_SUFFIXES, WORKBENCH
 from render.backends.wire import WorkerGone, receive, send
 
 Y_UP_TO_Z_UP = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]], dtype=float)
-CHARACTER_SUFFIXES = (".glb", ".gltf", ".vrm", ".fbx", ".blend")
-OBJECT_SUFFIXES = (".glb", ".gltf", ".obj", ".ply", ".stl", ".fbx", ".blend")
-ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 GPU_KINDS = ("OPTIX", "CUDA", "HIP", "ONEAPI", "METAL")
-WORKBENCH = {"light": "STUDIO", "color_type": "TEXTURE", "render_aa": "8"}  # preview shading
 BACKGROUND_DEPTH = 1e9  # Blender writes 1e10 where no surface is hit
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from render.backgrounds import draw_background, open_backgrounds
-from render.composite import CompositeConfig, composite_sample
-from render.encoding import encode_jpeg, encode_png
+from render.compositing.backgrounds import draw_background, open_backgrounds
+from render.compositing.composite import CompositeConfig, composite_sample
+from shards.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import decode_member, iter_shard
 from shards.schema import COMPOSITED_PAIR

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from render.backgrounds import draw_background, open_backgrounds
-from render.composite import CompositeConfig, Placement, alpha_box, composite
-from render.encoding import encode_jpeg, encode_png
+from render.compositing.backgrounds import draw_background, open_backgrounds
+from render.compositing.composite import CompositeConfig, Placement, alpha_box, composite
+from shards.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import iter_shard
 from shards.schema import ROUTER_SAMPLE
