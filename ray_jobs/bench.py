@@ -42,7 +42,7 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
     Objaverse-XL's scripts do, with the same render settings."""
     from ray_jobs.config import config_hash, load_config
     from ray_jobs.local import run_local
-    from ray_jobs.shardwork import plan_shards
+    from ray_jobs.shardwork import ShardJob, plan_shards
     from render.config import RenderConfig
     from render.procedural import generate_characters
     from render.stage import RenderStage, plan_items
@@ -56,7 +56,7 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
         tmp = Path(tmp)
         files = [str(p) for p in generate_characters(tmp / "characters", characters, config.characters.seed)]
         items = plan_items(config, files)
-        versions = package_versions("pyrender" if backend == "pyrender" else "bpy")
+        versions = package_versions(*RenderStage(config).packages)
         # Both loops run in this process, which imports pyrender (and trimesh, scipy) once: ~1.5 s
         # here, timed apart so that it is charged to neither.
         started = time.perf_counter()
@@ -65,8 +65,9 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
             import_pyrender()
         import_seconds = time.perf_counter() - started
         started = time.perf_counter()
-        summary = run_local(RenderStage(config), plan_shards(items, config.samples_per_shard), tmp / "fast",
-                            SYNTHETIC_PAIR, config_hash(config), versions, config.batch_size, progress=False)
+        stage = RenderStage(config)
+        summary = run_local(stage, plan_shards(items, config.samples_per_shard),
+                            ShardJob(str(tmp / "fast"), config_hash(config), versions), progress=False)
         fast_seconds = time.perf_counter() - started
         # The naive loop over a spread of the same samples (every k-th), into one shard.
         step = max(1, len(items) // naive_samples)
@@ -86,30 +87,59 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
             "import_seconds": round(import_seconds, 2), "cpus": os.cpu_count()}
 
 
-def bench_ray(characters: int = 8, poses: int = 16, resolution=(512, 768), workers: int | None = None) -> dict:
-    """The demo workload on the local runner and on embedded Ray, same machine, same run. Ray's
-    one-off costs are reported apart: starting Ray, and starting the job's workers (Ray Data's
-    executor and actor pool, the stage's imports and set-up) until the first shard begins, set
-    against the local runner's own set-up. ``ratio`` compares the work from the first shard on;
-    ``ratio_total`` everything after Ray is up."""
-    from ray_jobs.config import load_config
-    from ray_jobs.jobs import run_render
-    from render.config import RenderConfig
+def _demo_process(out: Path, runner: str, characters: int, poses: int, resolution) -> float:
+    """Wall seconds of a whole ``pairforge demo`` process, as a user waits for it."""
+    import subprocess
+    import sys
 
-    config = load_config(RenderConfig, "demo", [f"characters.count={characters}", f"poses_per_character={poses}",
-                                                 f"resolution=[{resolution[0]}, {resolution[1]}]"])
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "ray_jobs.cli", "demo", "--out", str(out), "--runner", runner, "--quiet",
+                    "--characters", str(characters), "--poses", str(poses),
+                    "--resolution", f"{resolution[0]}x{resolution[1]}"],
+                   check=True, capture_output=True, cwd=Path(__file__).resolve().parents[1])
+    return time.perf_counter() - started
+
+
+def _same_shards(a: Path, b: Path) -> bool:
+    tars = sorted(p.relative_to(a) for p in a.rglob("*.tar"))
+    return bool(tars) and tars == sorted(p.relative_to(b) for p in b.rglob("*.tar")) and \
+        all((a / p).read_bytes() == (b / p).read_bytes() for p in tars)
+
+
+def bench_ray(characters: int = 8, poses: int = 16, resolution=(512, 768), workers: int | None = None) -> dict:
+    """The demo workload (render -> composite -> router scenes) on the local runner and on
+    embedded Ray, same machine, same run, measured two ways: whole ``pairforge demo`` processes
+    (``ratio_process``: interpreter start, Ray's start-up and shutdown included), then the three
+    stages in this process (``ratio_after_start``: the stages' set-up and work once Ray is up;
+    Ray's start-up reported apart)."""
+    from ray_jobs.demo import run_demo
+    from ray_jobs.jobs import RunOptions
+
+    figures: dict = {"benchmark": "ray", "pairs": characters * poses, "resolution": list(resolution),
+                     "cpus": os.cpu_count(), "workers": workers or "default"}
     with tempfile.TemporaryDirectory(prefix="pairforge-bench-") as tmp:
-        local = run_render(config, Path(tmp) / "local", runner="local", progress=False)
-        on_ray = run_render(config, Path(tmp) / "ray", runner="ray", workers=workers, progress=False)
-        same = all((Path(tmp) / "local/pairs" / p.name).read_bytes() == p.read_bytes()
-                   for p in (Path(tmp) / "ray/pairs").glob("*.tar"))
-    local_work, ray_work = local.seconds - local.setup_seconds, on_ray.seconds - on_ray.setup_seconds
-    return {"benchmark": "ray", "pairs": on_ray.done, "local_seconds": round(local.seconds, 2),
-            "local_setup_seconds": round(local.setup_seconds, 2), "local_work_seconds": round(local_work, 2),
-            "ray_startup_seconds": round(on_ray.startup_seconds, 2), "ray_seconds": round(on_ray.seconds, 2),
-            "ray_setup_seconds": round(on_ray.setup_seconds, 2), "ray_work_seconds": round(ray_work, 2),
-            "ratio": round(ray_work / local_work, 3), "ratio_total": round(on_ray.seconds / local.seconds, 3),
-            "same_bytes": same, "cpus": os.cpu_count(), "workers": workers or "default"}
+        tmp = Path(tmp)
+        local_process = _demo_process(tmp / "p-local", "local", characters, poses, resolution)
+        ray_process = _demo_process(tmp / "p-ray", "ray", characters, poses, resolution)
+        args = (characters, poses, tuple(resolution))
+        local = run_demo(tmp / "local", RunOptions(runner="local", progress=False), *args)
+        on_ray = run_demo(tmp / "ray", RunOptions(runner="ray", workers=workers, progress=False), *args)
+        same = _same_shards(tmp / "local", tmp / "ray") and _same_shards(tmp / "p-local", tmp / "p-ray")
+    import ray
+    ray.shutdown()
+    local_seconds = sum(s.seconds for s in local.summaries.values())
+    ray_seconds = sum(s.seconds for s in on_ray.summaries.values())
+    for name, summary in on_ray.summaries.items():
+        figures[f"{name}_local_seconds"] = round(local.summaries[name].seconds, 2)
+        figures[f"{name}_ray_seconds"] = round(summary.seconds, 2)
+        figures[f"{name}_ray_setup_seconds"] = round(summary.setup_seconds, 2)
+    figures.update({
+        "ray_startup_seconds": round(sum(s.startup_seconds for s in on_ray.summaries.values()), 2),
+        "local_seconds": round(local_seconds, 2), "ray_seconds": round(ray_seconds, 2),
+        "ratio_after_start": round(ray_seconds / local_seconds, 3),
+        "local_process_seconds": round(local_process, 2), "ray_process_seconds": round(ray_process, 2),
+        "ratio_process": round(ray_process / local_process, 3), "same_bytes": same})
+    return figures
 
 
 def _naive_composite(rgba, background, placement, keypoints):

@@ -19,52 +19,24 @@ def _resolution(text: str) -> list[int]:
     return [w, h]
 
 
-def cmd_demo(args) -> int:
-    from ray_jobs.config import load_config
-    from ray_jobs.jobs import (
-        run_composite,
-        run_render,
-        run_router_scenes,
-        write_composite_sheet,
-        write_contact_sheet,
-        write_router_sheet,
-    )
-    from render.compositing.stage import CompositeJobConfig
-    from render.config import RenderConfig
-    from render.compositing.scenes import SceneConfig
-    from shards.inspect import inspect_dataset
+def _run_options(args):
+    from ray_jobs.jobs import RunOptions
+    return RunOptions(runner=args.runner, address=args.address, workers=args.workers, overwrite=args.overwrite,
+                      progress=not args.quiet)
 
-    overrides = [f"characters.count={args.characters}", f"poses_per_character={args.poses}",
-                 f"pose_count={max(64, args.poses)}", f"resolution={args.resolution}", *args.set]
-    if args.characters_dir:
-        overrides.append(f"characters.source={args.characters_dir}")
-    config = load_config(RenderConfig, "demo", overrides)
-    out = Path(args.out)
-    print(f"pairforge demo: {config.characters.count if config.characters.source == 'procedural' else 'folder of'} "
-          f"characters x {config.poses_per_character} poses at {config.resolution[0]}x{config.resolution[1]} "
-          f"-> {out}", flush=True)
-    run = {"runner": args.runner, "address": args.address, "workers": args.workers, "overwrite": args.overwrite,
-           "progress": not args.quiet}
-    summary = run_render(config, out, **run)
-    composite_config = load_config(CompositeJobConfig, None, [f"seed={config.seed}"])
-    composited = run_composite(composite_config, out, out / "composited", **run)
-    scene_config = load_config(SceneConfig, None, [f"seed={config.seed}", f"scenes={max(2, args.scenes)}"])
-    try:
-        scenes = "\n".join(run_router_scenes(scene_config, out, out / "router", **run).lines())
-        scene_sheet = write_router_sheet(out / "router", out / "router_sheet.png")
-    except NotEnoughSubjects as error:
-        scenes, scene_sheet = f"skipped: {error}", "none"
-    sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
-    composite_sheet = write_composite_sheet(out / "pairs", out / "composited", out / "composite_sheet.png")
-    report = inspect_dataset(out)
+
+def _finished(summary) -> int:
     print("\n".join(summary.lines()))
-    print("composited: " + "\n".join(composited.lines()))
-    print("router scenes: " + scenes)
-    print(f"characters: {out / 'characters'}")
-    print(f"contact sheets: {sheet} (pairs), {composite_sheet} (composites), {scene_sheet} (router scenes)")
-    print(f"configs: {out / 'config.yaml'}, {out / 'composited' / 'config.yaml'}, {out / 'router' / 'config.yaml'}")
-    print(f"inspect: {'OK' if report.ok else 'FAILED'} ({report.records} records); run `pairforge inspect {out}`")
-    return 0 if report.ok else 1
+    return 1 if summary.failed else 0
+
+
+def cmd_demo(args) -> int:
+    from ray_jobs.demo import run_demo
+
+    result = run_demo(args.out, _run_options(args), args.characters, args.poses, tuple(args.resolution), args.scenes,
+                      args.characters_dir, args.set)
+    print("\n".join(result.lines))
+    return 0 if result.ok else 1
 
 
 def cmd_composite(args) -> int:
@@ -74,10 +46,7 @@ def cmd_composite(args) -> int:
 
     overrides = [f"backgrounds={args.backgrounds}", *args.set]
     config = load_config(CompositeJobConfig, args.config, overrides)
-    summary = run_composite(config, args.input, args.out, runner=args.runner, address=args.address,
-                            workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
-    print("\n".join(summary.lines()))
-    return 0
+    return _finished(run_composite(config, args.input, args.out, _run_options(args)))
 
 
 def cmd_characters(args) -> int:
@@ -94,10 +63,7 @@ def cmd_render(args) -> int:
     from render.config import RenderConfig
 
     config = load_config(RenderConfig, args.config, _backend_overrides(args) + list(args.set))
-    summary = run_render(config, args.out, runner=args.runner, address=args.address, workers=args.workers,
-                         overwrite=args.overwrite, progress=not args.quiet)
-    print("\n".join(summary.lines()))
-    return 0
+    return _finished(run_render(config, args.out, _run_options(args)))
 
 
 def cmd_multiview(args) -> int:
@@ -107,10 +73,7 @@ def cmd_multiview(args) -> int:
 
     overrides = [f"objects={Path(args.objects).resolve()}"] + _engine_override(args) + list(args.set)
     config = load_config(MultiviewConfig, args.config, overrides)
-    summary = run_multiview(config, args.out, runner=args.runner, address=args.address, workers=args.workers,
-                            overwrite=args.overwrite, progress=not args.quiet)
-    print("\n".join(summary.lines()))
-    return 0
+    return _finished(run_multiview(config, args.out, _run_options(args)))
 
 
 def cmd_qa(args) -> int:
@@ -137,10 +100,7 @@ def cmd_router(args) -> int:
 
     config = load_config(SceneConfig, args.config, [f"backgrounds={args.backgrounds}", f"scenes={args.scenes}",
                                                     *args.set])
-    summary = run_router_scenes(config, args.input, args.out, runner=args.runner, address=args.address,
-                                workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
-    print("\n".join(summary.lines()))
-    return 0
+    return _finished(run_router_scenes(config, args.input, args.out, _run_options(args)))
 
 
 def cmd_poses(args) -> int:

@@ -1,8 +1,11 @@
-"""The render job and the demo: characters -> RenderStage -> synthetic_pair shards -> contact sheet."""
+"""The jobs: one generic job function (``run_job``) that runs any stage on either runner, and
+the jobs built on it (render, multiview, composite, router scenes) with their contact sheets."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from ray_jobs.config import (
@@ -13,14 +16,14 @@ from ray_jobs.config import (
     read_resolved,
     write_resolved,
 )
-from ray_jobs.shardwork import RunSummary, plan_shards
+from ray_jobs.shardwork import RunSummary, ShardJob, plan_shards
 from render.backends.settings import CHARACTER_SUFFIXES as BLENDER_CHARACTER_SUFFIXES
 from render.config import RenderConfig
 from render.gltf import BINARY_GLTF_SUFFIXES
-from shards.schema import SYNTHETIC_PAIR
+from shards.stage import Stage
 from shards.writer import package_versions
 
-CHARACTER_SUFFIXES = {"pyrender": BINARY_GLTF_SUFFIXES, "blender": BLENDER_CHARACTER_SUFFIXES}
+CHARACTER_SUFFIXES = {"pyrender": BINARY_GLTF_SUFFIXES, "fake": BINARY_GLTF_SUFFIXES, "blender": BLENDER_CHARACTER_SUFFIXES}
 RUNNERS = ("ray", "local")
 
 
@@ -65,50 +68,56 @@ def write_plan(shard_dir: Path, config, shards: list[list[dict]]) -> None:
         {"config_hash": config_hash(config), "shards": len(shards), "samples": [len(s) for s in shards]}))
 
 
-def run_stage(stage, shards, shard_dir: Path, schema, config, versions: dict, runner: str, address: str | None,
-              workers: int | None, progress: bool, sample_timeout: float | None) -> RunSummary:
-    """Run ``stage`` over ``shards`` on the chosen runner."""
-    if runner not in RUNNERS:
-        raise ConfigError(f"unknown runner {runner!r}; use one of {', '.join(RUNNERS)}")
+@dataclass(frozen=True)
+class RunOptions:
+    """How a job runs, whatever its stage: the command line's run options."""
+    runner: str = "ray"
+    address: str | None = None
+    workers: int | None = None
+    overwrite: bool = False
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.runner not in RUNNERS:
+            raise ConfigError(f"unknown runner {self.runner!r}; use one of {', '.join(RUNNERS)}")
+        if self.runner == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--runner ray (the default) needs Ray: pip install 'pairforge[ray]', "
+                              "or run in-process with --runner local")
+        if self.workers is not None and self.workers < 1:
+            raise ConfigError("--workers must be >= 1")
+
+
+def run_job(stage: Stage, shards: list[list[dict]], shard_dir: Path, config, options: RunOptions) -> RunSummary:
+    """The one job function: ``stage`` over the work list ``shards`` into ``shard_dir`` on the
+    chosen runner, with what the stage declares (schema, batch size, deadline, resources)."""
     write_plan(shard_dir, config, shards)
-    args = (stage, shards, shard_dir, schema, config_hash(config), versions, config.batch_size, progress,
-            sample_timeout)
-    if runner == "local":
+    job = ShardJob(str(Path(shard_dir).resolve()), config_hash(config), package_versions(*stage.packages))
+    if options.runner == "local":
         from ray_jobs.local import run_local
-        return run_local(*args)
+        return run_local(stage, shards, job, options.progress)
     from ray_jobs.ray_runner import run_ray
-    return run_ray(*args, address=address, workers=workers)
+    return run_ray(stage, shards, job, options.progress, options.address, options.workers)
 
 
-def run_render(config: RenderConfig, out_dir: str | Path, runner: str = "ray", address: str | None = None,
-               workers: int | None = None, overwrite: bool = False, progress: bool = True,
-               sample_timeout: float | None = 120.0) -> RunSummary:
+def run_render(config: RenderConfig, out_dir: str | Path, options: RunOptions = RunOptions()) -> RunSummary:
+    """Characters of ``config`` -> ``synthetic_pair`` shards in ``out_dir``/pairs."""
     from render.stage import RenderStage, plan_items
 
     out_dir = Path(out_dir).resolve()
-    prepare_output(config, out_dir, out_dir / "pairs", overwrite)
+    prepare_output(config, out_dir, out_dir / "pairs", options.overwrite)
     shards = plan_shards(plan_items(config, character_files(config, out_dir)), config.samples_per_shard)
-    versions = package_versions("pyrender" if config.backend == "pyrender" else "bpy")
-    if config.backend == "blender":  # the backend keeps its own per-request deadline; this is the backstop
-        sample_timeout = 3 * config.blender.timeout_s * config.blender.tries + 60
-    stage = RenderStage(config, log_dir=str(out_dir / "logs"))
-    return run_stage(stage, shards, out_dir / "pairs", SYNTHETIC_PAIR, config, versions, runner,
-                     address, workers, progress, sample_timeout)
+    return run_job(RenderStage(config, log_dir=str(out_dir / "logs")), shards, out_dir / "pairs", config, options)
 
 
-def run_multiview(config, out_dir: str | Path, runner: str = "ray", address: str | None = None,
-                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> RunSummary:
+def run_multiview(config, out_dir: str | Path, options: RunOptions = RunOptions()) -> RunSummary:
     """Mesh assets of ``config.objects`` -> ``multiview`` shards in ``out_dir`` (Blender)."""
     from render.multiview import MultiviewStage, object_files, plan_objects
-    from shards.schema import MULTIVIEW
 
     out_dir = Path(out_dir).resolve()
     files = object_files(config)  # fails now, before any work, on a missing or empty folder
-    prepare_output(config, out_dir, out_dir, overwrite)
+    prepare_output(config, out_dir, out_dir, options.overwrite)
     shards = plan_shards(plan_objects(config, files), config.samples_per_shard)
-    timeout = 3 * config.blender.timeout_s * config.blender.tries * config.views + 60
-    return run_stage(MultiviewStage(config, log_dir=str(out_dir / "logs")), shards, out_dir, MULTIVIEW, config,
-                     package_versions("bpy"), runner, address, workers, progress, timeout)
+    return run_job(MultiviewStage(config, log_dir=str(out_dir / "logs")), shards, out_dir, config, options)
 
 
 def pairs_folder(in_dir: str | Path) -> Path:
@@ -117,23 +126,20 @@ def pairs_folder(in_dir: str | Path) -> Path:
     return in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
 
 
-def run_composite(config, in_dir: str | Path, out_dir: str | Path, runner: str = "ray", address: str | None = None,
-                  workers: int | None = None, overwrite: bool = False, progress: bool = True) -> RunSummary:
+def run_composite(config, in_dir: str | Path, out_dir: str | Path, options: RunOptions = RunOptions()) -> RunSummary:
     """``synthetic_pair`` shards under ``in_dir`` (a job's --out, or its pairs/ folder) ->
     ``composited_pair`` shards in ``out_dir``, one output shard per input shard."""
     from render.compositing.backgrounds import open_backgrounds
     from render.compositing.stage import CompositeStage, plan_composite_items
-    from shards.schema import COMPOSITED_PAIR
 
     in_dir = Path(in_dir).resolve()
     shards = plan_composite_items(pairs_folder(in_dir), config.seed)
     if not shards:
         raise FileNotFoundError(f"--in {in_dir}: no synthetic_pair shards found")
     out_dir = Path(out_dir).resolve()
-    prepare_output(config, out_dir, out_dir, overwrite)
+    prepare_output(config, out_dir, out_dir, options.overwrite)
     open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
-    return run_stage(CompositeStage(config), shards, out_dir, COMPOSITED_PAIR, config, package_versions(), runner, address,
-                     workers, progress, None)
+    return run_job(CompositeStage(config), shards, out_dir, config, options)
 
 
 def _first_per_character(records, per_character: int, max_rows: int) -> list[dict]:
@@ -170,19 +176,15 @@ def write_composite_sheet(pairs_dir: Path, composited_dir: Path, path: Path, per
     return path
 
 
-def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, runner: str = "ray",
-                      address: str | None = None, workers: int | None = None, overwrite: bool = False,
-                      progress: bool = True) -> RunSummary:
+def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, options: RunOptions = RunOptions()) -> RunSummary:
     """``synthetic_pair`` shards under ``in_dir`` -> multi-subject ``router_sample`` shards in ``out_dir``."""
     from render.compositing.backgrounds import open_backgrounds
     from render.compositing.scenes import RouterSceneStage, plan_scenes
-    from shards.schema import ROUTER_SAMPLE
 
     out_dir = Path(out_dir).resolve()
-    prepare_output(config, out_dir, out_dir, overwrite)
+    prepare_output(config, out_dir, out_dir, options.overwrite)
     open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
-    return run_stage(RouterSceneStage(config), plan_scenes(pairs_folder(in_dir), config), out_dir, ROUTER_SAMPLE, config,
-                     package_versions(), runner, address, workers, progress, None)
+    return run_job(RouterSceneStage(config), plan_scenes(pairs_folder(in_dir), config), out_dir, config, options)
 
 
 def write_router_sheet(router_dir: Path, path: Path, rows: int = 8) -> Path:

@@ -40,9 +40,8 @@ def total_samples(config: RenderConfig, character_count: int) -> int:
 def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, character_count: int | None = None) -> dict:
     from ray_jobs.jobs import character_files
     from ray_jobs.local import run_local
-    from ray_jobs.shardwork import plan_shards
+    from ray_jobs.shardwork import ShardJob, plan_shards
     from render.stage import RenderStage, plan_items
-    from shards.schema import SYNTHETIC_PAIR
 
     small = pilot_config(config, pilot)
     with tempfile.TemporaryDirectory(prefix="pairforge-plan-") as tmp:
@@ -53,8 +52,8 @@ def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, char
         step = max(1, len(items) // pilot)
         chosen = items[::step][:pilot]  # spread over the characters, so loading is counted as in the job
         started_wall, started_cpu = time.perf_counter(), _cpu_seconds()
-        summary = run_local(RenderStage(small), plan_shards(chosen, small.samples_per_shard), Path(tmp) / "pairs",
-                            SYNTHETIC_PAIR, config_hash(small), {}, small.batch_size, progress=False)
+        summary = run_local(RenderStage(small), plan_shards(chosen, small.samples_per_shard),
+                            ShardJob(str(Path(tmp) / "pairs"), config_hash(small), {}), progress=False)
         wall, cpu = time.perf_counter() - started_wall, _cpu_seconds() - started_cpu
         stored = sum(p.stat().st_size for p in (Path(tmp) / "pairs").glob("*.tar"))
     n = summary.done + summary.rejected

@@ -30,6 +30,7 @@ def run_qa(sample: int, out: str | Path, backend: str = "pyrender", overrides: l
         items = plan_items(config, character_files(config, out))[:sample]
         stage = RenderStage(config, log_dir=str(out / "logs"))
         try:
+            stage.setup()
             records = stage.process_batch(items)
         finally:
             stage.teardown()

@@ -1,22 +1,27 @@
-"""The Ray runner (``--runner ray``, the default): each shard is one Ray Data row carrying its
-work items as JSON text; an actor pool (or plain tasks for stages without state) builds the stage
-once per worker and writes whole shards atomically, returning one summary row per shard. A worker
-that dies mid-shard is replaced and the shard redone from scratch; its partial file is never
-renamed into place, so no partial shard is ever visible."""
+"""The Ray runner (``--runner ray``, the default). Only a shard's work list moves between the
+driver and its workers (the records go from input shards to output shards on storage), so the
+runner uses Ray's own actors, not Ray Data: Ray Data's executor and actor-pool start cost ~3 s
+per stage here and its streaming earns nothing when no records flow between operators. Stages
+that hold nothing (``Stage.stateless``) run as plain Ray tasks.
+
+Each worker asks Ray for the stage's declared resources, so the pool is sized by CPUs and GPUs
+and a GPU worker sees only its own device (Ray sets ``CUDA_VISIBLE_DEVICES``). The actors are
+kept for the driver's life: the next stage of the same job that asks for the same resources
+is set up on them instead of starting a new pool. A worker that dies mid-shard is replaced and
+the shard redone from scratch; its partial file is never renamed into place, so no partial
+shard is ever visible."""
 from __future__ import annotations
 
-import json
-import logging
 import os
 import time
+from collections import deque
 from pathlib import Path
 
 import ray
-import ray.data
 
-from ray_jobs.shardwork import RunSummary, Watchdog, produce_shard, shards_left
+from ray_jobs.config import ConfigError
+from ray_jobs.shardwork import InputShards, RunSummary, ShardJob, Watchdog, produce_shard, shards_left
 from shards.keys import shard_name
-from shards.schema import Schema, schema_named
 from shards.stage import Stage, StageUnavailable
 from shards.writer import read_manifest
 
@@ -26,7 +31,6 @@ def connect(address: str | None) -> dict:
     embedded local Ray with this machine's CPUs. Inside ``ray job submit`` (RAY_ADDRESS is set)
     the job's cluster is joined. Returns the cluster's resources."""
     address = address or os.environ.get("RAY_ADDRESS")
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # our progress bar and summary say it
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -39,103 +43,185 @@ def connect(address: str | None) -> dict:
     return ray.cluster_resources()
 
 
-class ShardWorker:
-    """A Ray Data actor: builds the stage once, then produces the shards it is handed."""
+class ShardHost:
+    """A worker (a Ray actor, or the body of a task) that hosts one stage at a time and writes
+    the shards it is handed. A stage that cannot start is reported back, not raised: Ray would
+    hand the driver only the text of its traceback."""
 
-    def __init__(self, stage: Stage, out_dir: str, schema: str, config_hash: str, versions: dict,
-                 batch_size: int, sample_timeout: float | None):
-        self.stage, self.out_dir = stage, Path(out_dir)
-        self.schema, self.config_hash, self.versions = schema_named(schema), config_hash, versions
-        self.batch_size, self.sample_timeout = batch_size, sample_timeout
-        self.watchdog = Watchdog(self.out_dir, sample_timeout) if sample_timeout else None
-        self.stage.setup()
+    def __init__(self):
+        self.stage: Stage | None = None
+        self.problem = ""
 
-    def __del__(self):
-        """Ray Data drops the worker when the job's pool shuts down gracefully (not when a worker
-        is killed): the stage releases what it holds, e.g. a Blender worker and its scratch folder."""
-        stage = getattr(self, "stage", None)  # absent when __init__ failed
-        if stage is not None:
-            stage.teardown()
+    def start(self, stage: Stage, job: ShardJob) -> None:
+        self.stop()
+        self.stage, self.job, self.inputs, self.problem = stage, job, InputShards(), ""
+        self.watchdog = Watchdog.of_process(Path(job.out_dir), stage.sample_timeout) if stage.sample_timeout else None
+        try:
+            stage.setup()
+        except (StageUnavailable, Exception) as error:
+            self.problem = f"{stage.name} cannot start: {error}" if isinstance(error, Exception) else str(error)
 
-    def __call__(self, batch: dict) -> dict:
-        names, seconds, began = [], [], []
-        for index, items in zip(batch["shard"], batch["items"]):
-            began.append(time.time())  # wall clock: the driver compares it with its own
-            started = time.perf_counter()
-            try:
-                manifest = produce_shard(self.stage, int(index), json.loads(items), self.out_dir, self.schema,
-                                         self.config_hash, self.versions, self.batch_size, self.sample_timeout,
-                                         watchdog=self.watchdog)
-            except StageUnavailable as error:
-                # The machine, not the data: the driver stops the job with this message (Ray would
-                # hand it over only as the text of a traceback).
-                return {"shard": [shard_name(int(index))], "seconds": [0.0], "began": began[-1:],
-                        "unavailable": [str(error)]}
-            names.append(manifest["shard"])
-            seconds.append(time.perf_counter() - started)
-        return {"shard": names, "seconds": seconds, "began": began, "unavailable": [""] * len(names)}
+    def produce(self, index: int, items: list[dict]) -> dict:
+        began = time.time()  # wall clock: the driver compares it with its own
+        if self.problem:
+            return {"shard": shard_name(index), "began": began, "unavailable": self.problem}
+        try:
+            manifest = produce_shard(self.stage, self.job, index, items, self.inputs, watchdog=self.watchdog)
+        except StageUnavailable as error:  # the machine, not the data
+            return {"shard": shard_name(index), "began": began, "unavailable": str(error)}
+        return {"shard": manifest["shard"], "began": began, "unavailable": ""}
+
+    def stop(self) -> None:
+        """Release the stage (a renderer, a Blender worker and its scratch folder)."""
+        if self.stage is not None:
+            self.stage.teardown()
+            self.stage = None
 
 
-def _run_as_task(batch: dict, **worker_args) -> dict:
-    return ShardWorker(**worker_args)(batch)
+def _produce_as_task(stage: Stage, job: ShardJob, index: int, items: list[dict]) -> dict:
+    host = ShardHost()
+    host.start(stage, job)
+    return host.produce(index, items)
 
 
-def default_workers(stage: Stage, resources: dict) -> tuple[int, float]:
-    """(pool size, CPUs per worker): as many workers as the cluster's CPUs allow, each asking for
-    a little less than the stage declares, so Ray Data's own tasks always find a CPU (a 2-CPU
-    cluster whose actors ask a whole CPU each deadlocks)."""
-    cpus = float(resources.get("CPU", 1))
-    per_worker = max(0.25, min(stage.resources.cpus, cpus) * 0.75)
-    return max(1, int(cpus // max(stage.resources.cpus, 1e-6))), per_worker
+class _Pool:
+    """The driver's actors, kept across the stages of a job while the resource ask stays the same."""
+    cluster: str | None = None
+    ask: tuple | None = None
+    actors: list = []
+
+    @classmethod
+    def take(cls, ask: dict, size: int) -> list:
+        cluster, key = ray.get_runtime_context().get_node_id(), tuple(sorted(ask.items()))
+        if (cls.cluster, cls.ask) != (cluster, key):
+            cls.release()
+            cls.cluster, cls.ask = cluster, key
+        while len(cls.actors) < size:
+            cls.actors.append(cls.new_actor())
+        return cls.actors[:size]
+
+    @classmethod
+    def new_actor(cls):
+        return ray.remote(ShardHost).options(max_restarts=0, **dict(cls.ask)).remote()
+
+    @classmethod
+    def replace(cls, actor):
+        fresh = cls.new_actor()
+        cls.actors[cls.actors.index(actor)] = fresh
+        return fresh
+
+    @classmethod
+    def release(cls) -> None:
+        if ray.is_initialized() and cls.cluster == ray.get_runtime_context().get_node_id():
+            for actor in cls.actors:
+                ray.kill(actor)
+        cls.cluster, cls.ask, cls.actors = None, None, []
 
 
-def run_ray(stage: Stage, shards: list[list[dict]], out_dir: str | Path, schema: Schema, config_hash: str,
-            versions: dict[str, str], batch_size: int = 16, progress: bool = True,
-            sample_timeout: float | None = None, address: str | None = None,
-            workers: int | None = None) -> RunSummary:
+def worker_plan(stage: Stage, resources: dict, workers: int | None, shards: int) -> tuple[int, dict]:
+    """(pool size, what each worker asks Ray for): as many workers as the cluster's CPUs and
+    GPUs allow for the stage's declared needs, at most ``workers`` and one per shard."""
+    need = stage.resources
+    cpus, gpus = float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
+    ask_cpus = min(need.cpus, cpus)
+    size = int(cpus // ask_cpus)
+    if need.gpus:
+        if gpus < need.gpus:
+            raise ConfigError(f"{stage.name} asks for {need.gpus:g} GPU per worker and the cluster has {gpus:g}; "
+                              "run it on a cluster with GPUs or change the stage's resources")
+        size = min(size, int(gpus // need.gpus))
+    ask = {"num_cpus": ask_cpus, "num_gpus": need.gpus, "memory": need.memory_mb * 2**20}
+    return max(1, min(workers or size, size, shards)), ask
+
+
+def _deaths_allowed(items: list[dict]) -> int:
+    """How often a shard's worker may die before the shard is given up: a watchdog kill per
+    hanging sample (and one for the batch it hung in), plus a few crashes."""
+    return len(items) + 3
+
+
+def _stop(actors: list) -> None:
+    """Every actor releases its stage before the next stage (or the driver's exit) comes."""
+    for done in [actor.stop.remote() for actor in actors]:
+        try:
+            ray.get(done)
+        except ray.exceptions.RayActorError:
+            pass  # replaced after it died; a dead worker holds nothing
+
+
+def run_ray(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: bool = True,
+            address: str | None = None, workers: int | None = None) -> RunSummary:
     from tqdm import tqdm
 
-    out_dir = Path(out_dir).resolve()
+    out_dir = Path(job.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary(str(out_dir), runner="ray")
-    todo = shards_left(out_dir, shards, config_hash, summary)
-    started = time.perf_counter()
+    todo = shards_left(out_dir, shards, job.config_hash, summary)
     if not todo:
         return summary
+    started = time.perf_counter()
     resources = connect(address)
     summary.startup_seconds = time.perf_counter() - started
     started, started_wall = time.perf_counter(), time.time()
-    size, cpus = default_workers(stage, resources)
-    size = min(workers or size, len(todo))
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    rows = [{"shard": i, "items": json.dumps(shards[i])} for i in todo]
-    worker_args = {"stage": stage, "out_dir": str(out_dir), "schema": schema.name, "config_hash": config_hash,
-                   "versions": versions, "batch_size": batch_size, "sample_timeout": sample_timeout}
-    resources = {"num_cpus": cpus, "num_gpus": stage.resources.gpus or None,
-                 "memory": stage.resources.memory_mb * 2**20}
-    dataset = ray.data.from_items(rows, override_num_blocks=len(rows))
-    if type(stage).setup is Stage.setup and not stage.resources.gpus:  # stateless: plain tasks
-        dataset = dataset.map_batches(_run_as_task, batch_size=1, fn_kwargs=worker_args, **resources)
+    size, ask = worker_plan(stage, resources, workers, len(todo))
+    summary.workers = size
+    stage_ref = ray.put(stage)
+    if stage.stateless:
+        task = ray.remote(_produce_as_task).options(max_retries=0, **ask)
+
+        def submit(slot, index):
+            return task.remote(stage_ref, job, index, shards[index])
+        slots: list = list(range(size))
     else:
-        dataset = dataset.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=size),
-                                      fn_constructor_kwargs=worker_args, **resources)
-    samples = {shard_name(i): len(shards[i]) for i in todo}
-    bar = tqdm(total=sum(samples.values()), unit="sample", disable=not progress,
+        slots = _Pool.take(ask, size)
+        for actor in slots:
+            actor.start.remote(stage_ref, job)
+
+        def submit(actor, index):
+            return actor.produce.remote(index, shards[index])
+    used = list(slots)
+    bar = tqdm(total=sum(len(shards[i]) for i in todo), unit="sample", disable=not progress,
                desc=f"{stage.name} on ray ({size} workers)")
-    finished, first_began = summary.shards_skipped, float("inf")
-    for batch in dataset.iter_batches(batch_size=1, batch_format="numpy"):
-        first_began = min(first_began, *batch["began"])
-        for problem in batch["unavailable"]:
-            if problem:
-                raise StageUnavailable(str(problem))
-        for name in batch["shard"]:
-            stem = str(name).removesuffix(".tar")
-            summary.add(read_manifest(out_dir, stem))
-            finished += 1
-            bar.update(samples[stem])
-            bar.set_postfix(shards=f"{finished}/{len(shards)}", rejected=summary.rejected)
-    bar.close()
+    queue, running, deaths = deque(todo), {}, {}
+    first_began = float("inf")
+    try:
+        while queue or running:
+            while queue and slots:
+                slot, index = slots.pop(), queue.popleft()
+                running[submit(slot, index)] = (slot, index)
+            (future,), _ = ray.wait(list(running), num_returns=1)
+            slot, index = running.pop(future)
+            try:
+                result = ray.get(future)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
+                deaths[index] = deaths.get(index, 0) + 1  # the worker died: a new one redoes the shard
+                if deaths[index] <= _deaths_allowed(shards[index]):
+                    queue.appendleft(index)
+                else:
+                    summary.failed.append(shard_name(index))
+                if not stage.stateless:
+                    slot = _Pool.replace(slot)
+                    slot.start.remote(stage_ref, job)
+                    used.append(slot)
+                slots.append(slot)
+                continue
+            if result["unavailable"]:
+                raise StageUnavailable(result["unavailable"])
+            slots.append(slot)
+            first_began = min(first_began, result["began"])
+            manifest = read_manifest(out_dir, result["shard"].removesuffix(".tar"))
+            summary.add(manifest)
+            bar.update(manifest["count"] + len(manifest["rejects"]))
+            bar.set_postfix(shards=f"{summary.shards_total - len(queue) - len(running) - len(summary.failed)}"
+                                   f"/{summary.shards_total}", rejected=summary.rejected)
+        if not stage.stateless:
+            _stop(used)
+    except BaseException:
+        _Pool.release()  # a stage half set up, or shards still running: no later stage reuses them
+        raise
+    finally:
+        bar.close()
     summary.seconds = time.perf_counter() - started
     summary.setup_seconds = min(summary.seconds, max(0.0, first_began - started_wall))  # clocks of other nodes drift
     return summary
+

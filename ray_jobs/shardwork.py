@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from shards.keys import shard_name
-from shards.schema import Schema
-from shards.stage import Stage, rejected
+from shards.reader import ShardError, decode_member, iter_shard
+from shards.stage import Stage, StageUnavailable, reject_reason, rejected
 from shards.writer import ShardWriter, read_manifest, shard_is_complete
 
 
@@ -25,27 +25,37 @@ class RunSummary:
     shards_skipped: int = 0
     done: int = 0
     rejected: int = 0
-    reasons: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)  # reject category -> count
+    examples: dict = field(default_factory=dict)       # reject category -> its first error
+    failed: list = field(default_factory=list)         # shards given up on (their workers kept dying)
     seconds: float = 0.0          # the job, after any one-off start-up of Ray
     startup_seconds: float = 0.0  # starting or joining Ray
     setup_seconds: float = 0.0    # of `seconds`, until the first shard began: workers up, stage set up
     runner: str = "local"
+    workers: int = 1
 
     def add(self, manifest: dict) -> None:
         """Count a finished shard from its manifest."""
         self.done += manifest["count"]
         self.rejected += len(manifest["rejects"])
-        self.reasons.update(r["error"] for r in manifest["rejects"])
+        for reject in manifest["rejects"]:
+            reason = reject_reason(reject["error"])
+            self.reasons[reason] += 1
+            self.examples.setdefault(reason, reject["error"])
 
     def lines(self) -> list[str]:
         rate = self.done / self.seconds if self.seconds else 0.0
         out = [f"done: {self.done} samples in {self.shards_total} shards "
-               f"({self.shards_skipped} already complete, skipped) on the {self.runner} runner; "
-               f"{rate:.1f} samples/s over {self.seconds:.1f} s"
+               f"({self.shards_skipped} already complete, skipped) on the {self.runner} runner"
+               + (f" ({self.workers} workers)" if self.runner == "ray" else "")
+               + f"; {rate:.1f} samples/s over {self.seconds:.1f} s"
                + (f" (+ {self.startup_seconds:.1f} s starting Ray)" if self.startup_seconds >= 0.05 else "")
                + f"; the first shard began after {self.setup_seconds:.1f} s",
                f"rejected: {self.rejected}"]
-        out += [f"  {n} x {reason}" for reason, n in self.reasons.most_common()]
+        out += [f"  {n} x {reason} (e.g. {self.examples[reason]})" for reason, n in self.reasons.most_common()]
+        if self.failed:
+            out.append(f"FAILED: {len(self.failed)} shards whose workers kept dying ({', '.join(self.failed[:5])}"
+                       f"{' ...' if len(self.failed) > 5 else ''}); re-run the same command to retry them")
         out.append(f"shards: {self.out_dir}")
         return out
 
@@ -103,15 +113,26 @@ def _raise_timeout(signum, frame):
 
 
 class Watchdog:
-    """For workers whose stage runs off the main thread (Ray actors), where no signal can stop a
-    hung sample: when a batch runs past its deadline, write its keys down beside the shards and
-    kill this process. The retried shard (Ray restarts the worker) then runs those keys one at a
-    time, and rejects a key that hung alone. Catches hangs in native code too."""
+    """For workers whose samples cannot be stopped by a signal (Ray workers; a hang in native
+    code): when a batch runs past its deadline, write its keys down beside the shards and kill
+    this process. The retried shard (the runner replaces the worker) then runs those keys one at
+    a time, and rejects a key that hung alone. One per process (``Watchdog.of_process``): a Ray
+    worker that runs many shards or stages keeps one thread."""
 
-    def __init__(self, out_dir: Path, seconds: float):
-        self.directory, self.seconds = Path(out_dir) / "_watchdog", seconds
+    _current: "Watchdog | None" = None
+
+    def __init__(self):
+        self.directory, self.seconds = Path("."), 0.0
         self._armed: tuple[str, list[str], float] | None = None
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
+
+    @classmethod
+    def of_process(cls, out_dir: Path, seconds: float) -> "Watchdog":
+        """This process's watchdog, pointed at ``out_dir`` with deadline ``seconds`` per sample."""
+        if cls._current is None:
+            cls._current = cls()
+        cls._current.directory, cls._current.seconds = Path(out_dir) / "_watchdog", seconds
+        return cls._current
 
     def arm(self, shard: str, keys: list[str]) -> None:
         self._armed = (shard, keys, time.monotonic() + self.seconds * len(keys))
@@ -121,7 +142,7 @@ class Watchdog:
 
     def record(self, shard: str) -> dict:
         """Keys of ``shard`` that ran past the deadline before. Keys that hung alone under another
-        deadline (a job resumed with a new --sample-timeout) are suspects again, not rejects."""
+        deadline (a job resumed with a new deadline) are suspects again, not rejects."""
         path = self.directory / f"{shard}.hung"
         saved = json.loads(path.read_text()) if path.exists() else {"suspects": [], "hung": []}
         if saved.get("seconds", self.seconds) == self.seconds:
@@ -148,15 +169,60 @@ class Watchdog:
                 os._exit(3)  # the runner replaces the worker and retries the shard
 
 
-def produce_shard(stage: Stage, index: int, items: list[dict], out_dir: Path, schema: Schema, config_hash: str,
-                  versions: dict[str, str], batch_size: int, sample_timeout: float | None = None,
+class InputShards:
+    """The input records of work items, read by the runner for the stage: an item's ``inputs``
+    ([shard path, key] pairs) become the records themselves, with the members the stage
+    ``decodes`` decoded (by the safe reader's rules) and all others as their raw bytes. Each
+    input shard is read once while it is in use; a few are kept, not the dataset."""
+
+    def __init__(self, keep: int = 8):
+        self.keep = keep
+        self._shards: dict[str, dict[str, dict]] = {}
+
+    def resolve(self, item: dict, decodes: frozenset) -> dict:
+        if "inputs" not in item:
+            return item
+        return {**item, "inputs": [self._record(path, key, decodes) for path, key in item["inputs"]]}
+
+    def _record(self, path: str, key: str, decodes: frozenset) -> dict:
+        if path not in self._shards:
+            if len(self._shards) >= self.keep:
+                self._shards.pop(next(iter(self._shards)))
+            self._shards[path] = {r["__key__"]: r for r in iter_shard(path, decode=False)}
+        raw = self._shards[path].get(key)
+        if raw is None:
+            raise ShardError(f"{path}: no record {key!r}")
+        return {m: decode_member(m, data) if m in decodes else data for m, data in raw.items() if m != "__key__"} \
+            | {"__key__": key}
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What a worker needs besides the stage to write shards: where, and what goes into manifests."""
+    out_dir: str
+    config_hash: str
+    versions: dict
+
+
+def _with_inputs(inputs: InputShards, items: list[dict], decodes: frozenset) -> list[dict]:
+    """Items with their inputs read; an item whose input cannot be read becomes a reject."""
+    out = []
+    for item in items:
+        try:
+            out.append(inputs.resolve(item, decodes))
+        except ShardError as error:
+            out.append(rejected(item["__key__"], f"input: {error}"))
+    return out
+
+
+def produce_shard(stage: Stage, job: ShardJob, index: int, items: list[dict], inputs: InputShards,
                   on_batch=None, watchdog: Watchdog | None = None) -> dict:
     """Run ``items`` through ``stage`` into shard ``index``; returns its manifest."""
-    name = shard_name(index)
+    name, out_dir, timeout = shard_name(index), Path(job.out_dir), stage.sample_timeout
     seen = watchdog.record(name) if watchdog else {"suspects": [], "hung": []}
     hung, suspects = set(seen["hung"]), set(seen["suspects"])
-    with ShardWriter(out_dir, name, schema, config_hash, versions) as writer:
-        batches = [items[i:i + batch_size] for i in range(0, len(items), batch_size)]
+    with ShardWriter(out_dir, name, stage.schema, job.config_hash, job.versions) as writer:
+        batches = [items[i:i + stage.batch_size] for i in range(0, len(items), stage.batch_size)]
         for batch in batches:
             if any(item["__key__"] in suspects for item in batch):
                 groups = [[item] for item in batch]  # a batch that hung before: one sample at a time
@@ -165,18 +231,20 @@ def produce_shard(stage: Stage, index: int, items: list[dict], out_dir: Path, sc
             for group in groups:
                 if group[0]["__key__"] in hung:
                     writer.write(rejected(group[0]["__key__"],
-                                          f"timeout: sample took longer than {sample_timeout:g} s (worker replaced)"))
+                                          f"timeout: sample took longer than {timeout:g} s (worker replaced)"))
                     continue
+                records = _with_inputs(inputs, group, stage.decodes)
+                ready = [r for r in records if r.get("status", "ok") == "ok"]
                 if watchdog:
-                    watchdog.arm(name, [item["__key__"] for item in group])
-                records = process_safely(stage, group, None if watchdog else sample_timeout)
+                    watchdog.arm(name, [item["__key__"] for item in ready])
+                done = iter(process_safely(stage, ready, None if watchdog else timeout) if ready else [])
                 if watchdog:
                     watchdog.disarm()
                 for record in records:
-                    writer.write(record)
+                    writer.write(next(done) if record.get("status", "ok") == "ok" else record)
             if on_batch is not None:
                 on_batch(len(batch))
-    for stale in Path(out_dir).glob(f"{name}.*.tar.tmp"):  # left by a writer that died on this shard
+    for stale in out_dir.glob(f"{name}.*.tar.tmp"):  # left by a writer that died on this shard
         stale.unlink(missing_ok=True)
     if watchdog:
         watchdog.forget(name)

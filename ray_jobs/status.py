@@ -8,6 +8,7 @@ from collections import Counter
 from pathlib import Path
 
 from shards.keys import shard_name
+from shards.stage import reject_reason
 from shards.writer import read_manifest
 
 
@@ -33,7 +34,7 @@ def job_status(directory: str | Path) -> list[str]:
         done.append(i)
         samples_done += manifest["count"]
         rejected += len(manifest["rejects"])
-        reasons.update(r["error"].split(":")[0] for r in manifest["rejects"])
+        reasons.update(reject_reason(r["error"]) for r in manifest["rejects"])
     in_progress = sorted({p.name.split(".")[0] for p in root.glob("*.tar.tmp")})
     total_samples = sum(plan["samples"])
     left = [i for i in range(plan["shards"]) if i not in set(done)]

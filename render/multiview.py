@@ -97,10 +97,15 @@ def ring_cameras(config: MultiviewConfig, lo: np.ndarray, hi: np.ndarray, seed: 
 
 class MultiviewStage(Stage):
     name = "multiview"
-    resources = Resources(cpus=2.0, memory_mb=2000)
+    schema = MULTIVIEW
+    packages = ("bpy",)
 
     def __init__(self, config: MultiviewConfig, log_dir: str | None = None):
         self.config = config
+        self.resources = Resources(cpus=2.0, gpus=config.blender.gpus_per_worker, memory_mb=2000)
+        self.batch_size = config.batch_size
+        # Blender requests have their own deadline (a hung worker is replaced); this is the backstop.
+        self.sample_timeout = 3 * config.blender.timeout_s * config.blender.tries * config.views + 60
         self.log_dir = log_dir
         self.backend = None
 
@@ -114,8 +119,6 @@ class MultiviewStage(Stage):
             self.backend = None
 
     def process_batch(self, items: list[dict]) -> list[dict]:
-        if self.backend is None:
-            self.setup()
         return each_or_reject(self.name, items, self._object)
 
     def _object(self, item: dict) -> dict:

@@ -38,12 +38,18 @@ def plan_items(config: RenderConfig, character_files: list[str]) -> list[dict]:
 
 class RenderStage(Stage):
     name = "render"
-    # One pyrender process keeps two cores busy (llvmpipe rasterizes on several threads): measured,
-    # two workers on a 2-core machine are slower than one.
-    resources = Resources(cpus=2.0, memory_mb=1500)
+    schema = SYNTHETIC_PAIR
 
     def __init__(self, config: RenderConfig, log_dir: str | None = None):
         self.config = config
+        blender = config.backend == "blender"
+        # One pyrender process keeps two cores busy (llvmpipe rasterizes on several threads): measured,
+        # two workers on a 2-core machine are slower than one.
+        self.resources = Resources(cpus=2.0, gpus=config.blender.gpus_per_worker if blender else 0.0, memory_mb=1500)
+        self.batch_size = config.batch_size
+        # Blender requests have their own deadline (a hung worker is replaced); this is the backstop.
+        self.sample_timeout = 3 * config.blender.timeout_s * config.blender.tries + 60 if blender else 120.0
+        self.packages = {"pyrender": ("pyrender",), "blender": ("bpy",)}.get(config.backend, ())
         self.log_dir = log_dir  # where Blender workers write their logs
         self.backend = None
         self._character: Character | None = None
@@ -87,8 +93,6 @@ class RenderStage(Stage):
         }
 
     def process_batch(self, items: list[dict]) -> list[dict]:
-        if self.backend is None:
-            self.setup()
         return each_or_reject(self.name, items, self._sample)
 
     def _sample(self, item: dict) -> dict:

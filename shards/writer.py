@@ -19,6 +19,7 @@ from pathlib import Path
 
 from shards.keys import check_key
 from shards.schema import Schema
+from shards.stage import reject_reason
 
 RECORD_STATUS_KEYS = ("status", "error")
 
@@ -26,7 +27,7 @@ RECORD_STATUS_KEYS = ("status", "error")
 def package_versions(*extra: str) -> dict[str, str]:
     """Versions of the packages that shape a shard's bytes, for its manifest."""
     versions = {"python": platform.python_version(), "zlib": zlib.ZLIB_RUNTIME_VERSION}  # zlib: our PNGs
-    for name in ("pairforge", "numpy", "pillow", "webdataset", *extra):
+    for name in ("pairforge", "numpy", "pillow", "opencv-python-headless", "webdataset", *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -68,7 +69,8 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 class ShardWriter:
-    """Writes the records of one shard; records with ``status != "ok"`` go to the rejects list.
+    """Writes the records of one shard; records with ``status != "ok"`` go to the rejects list
+    with every field they carry (the error and any verdict fields such as scores).
 
     Use as a context manager: on an exception the partial ``.tar.tmp`` is removed and no
     manifest is written, so nothing incomplete is ever visible as a shard.
@@ -96,7 +98,12 @@ class ShardWriter:
         key = check_key(record["__key__"])
         status = record.get("status", "ok")
         if status != "ok":
-            self.rejects.append({"key": key, "status": status, "error": str(record.get("error", ""))})
+            fields = {k: v for k, v in record.items() if k not in ("__key__", *RECORD_STATUS_KEYS)}
+            try:
+                json.dumps(fields)
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"reject {key}: its fields {sorted(fields)} must be JSON values ({error})") from None
+            self.rejects.append({**fields, "key": key, "status": status, "error": str(record.get("error", ""))})
             return
         if key in self.keys:
             raise ValueError(f"duplicate key {key!r} in shard {self.name}")
@@ -123,7 +130,7 @@ class ShardWriter:
         self._file.close()
         tar_path = self.directory / f"{self.name}.tar"
         os.replace(self._tmp_path, tar_path)
-        reasons = Counter(r["error"].split(":")[0] for r in self.rejects)
+        reasons = Counter(reject_reason(r["error"]) for r in self.rejects)
         manifest = {
             "shard": f"{self.name}.tar",
             "schema": {"name": self.schema.name, "version": self.schema.version},

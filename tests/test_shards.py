@@ -132,8 +132,8 @@ def test_a_key_that_hung_is_retried_when_the_deadline_changed(tmp_path):
     (tmp_path / "_watchdog").mkdir()
     (tmp_path / "_watchdog" / "shard-000000.hung").write_text(
         json.dumps({"suspects": ["b"], "hung": ["a"], "seconds": 5.0}))
-    same = Watchdog(tmp_path, 5.0).record("shard-000000")
+    same = Watchdog.of_process(tmp_path, 5.0).record("shard-000000")
     assert same["hung"] == ["a"] and same["suspects"] == ["b"]
-    longer = Watchdog(tmp_path, 60.0).record("shard-000000")
+    longer = Watchdog.of_process(tmp_path, 60.0).record("shard-000000")
     assert longer["hung"] == [] and sorted(longer["suspects"]) == ["a", "b"]
-    assert Watchdog(tmp_path, 5.0).record("shard-000001") == {"suspects": [], "hung": [], "seconds": 5.0}
+    assert Watchdog.of_process(tmp_path, 5.0).record("shard-000001") == {"suspects": [], "hung": [], "seconds": 5.0}

@@ -1,10 +1,16 @@
 """On-the-fly compositing inside a training loader (SerialGen merges its transparent renders with
 backgrounds dynamically): the same compositor as the offline shards, one random draw per sample
 applied to image, background mask, keypoints and pose image alike, deterministic given
-(seed, sample key, epoch) so any batch can be reproduced.
+(seed, sample key, epoch) so any batch can be reproduced. Its input is a decoded record, read
+from the shards by the safe reader's webdataset pipeline (``shards.reader.safe_webdataset``) or by
+``shards.reader.decode_safely`` in a webdataset pipeline of your own:
+
+    from shards.reader import decode_safely, safe_webdataset, shard_error_handler
 
     backgrounds = ProceduralBackgrounds(10_000)          # or FolderBackgrounds("/data/backgrounds")
-    dataset = wds.WebDataset(urls).map(decode_safely).map(OnTheFlyComposite(backgrounds, seed=0))
+    dataset = safe_webdataset(urls).map(OnTheFlyComposite(backgrounds, seed=0))
+    # or: wds.WebDataset(urls, shardshuffle=False, handler=shard_error_handler)
+    #         .map(decode_safely).map(OnTheFlyComposite(backgrounds, seed=0))
 """
 from __future__ import annotations
 

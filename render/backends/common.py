@@ -1,15 +1,29 @@
-"""What every backend computes the same way from a posed character: camera, keypoints with
-depth-tested visibility, the face box, and the white-background composite."""
+"""What every backend computes the same way: the character posed and framed by a spec, and from
+the posed character its keypoints with depth-tested visibility, the face box, the camera and the
+white-background composite."""
 from __future__ import annotations
 
 import numpy as np
 
+from render.characters import Character, PosedCharacter, pose_character
 from render.geometry import project, rotation_xyz
 from render.skeleton import OPENPOSE_SOURCES
+from render.spec import SceneSpec, resolve_camera
 
 # Keypoints are hidden when a surface lies this far (x character height) in front of them:
 # joints sit inside limbs, face landmarks on the surface.
 JOINT_DEPTH_MARGIN, FACE_DEPTH_MARGIN = 0.06, 0.015
+
+
+def pose_and_frame(character: Character, spec: SceneSpec) -> tuple[PosedCharacter, np.ndarray, np.ndarray, float]:
+    """``character`` posed as ``spec`` says (shape keys, then numpy linear-blend skinning) and the
+    camera that frames it: (posed character, all its vertices stacked (N, 3) float32,
+    camera-to-world pose (4, 4), focal length in pixels)."""
+    width, height = spec.resolution
+    posed = pose_character(character, spec.pose, spec.expression)
+    vertices = np.vstack(posed.positions)
+    camera_pose, fpx = resolve_camera(spec.camera, vertices[::4], posed.head_outline(), width, height)
+    return posed, vertices, camera_pose, fpx
 
 
 def keypoints_with_visibility(points_3d: np.ndarray, camera_pose: np.ndarray, fpx: float, depth: np.ndarray,

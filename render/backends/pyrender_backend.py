@@ -10,10 +10,10 @@ from importlib import metadata
 
 import numpy as np
 
-from render.backends.common import character_result, light_pose
-from render.characters import Character, PosedCharacter, load_character, pose_character
+from render.backends.common import character_result, light_pose, pose_and_frame
+from render.characters import Character, PosedCharacter, load_character
 from render.geometry import project
-from render.spec import SceneSpec, resolve_camera
+from render.spec import SceneSpec
 
 
 def import_pyrender():
@@ -238,9 +238,7 @@ class PyrenderBackend:
             self._renderer._renderer._program_cache = _program_cache_class(pr)()
             self._renderer._renderer.__class__ = _windowed_renderer_class(pr)
         self._renderer.viewport_width, self._renderer.viewport_height = width, height
-        posed = pose_character(self._character, spec.pose, spec.expression)
-        vertices = np.vstack(posed.positions)
-        camera_pose, fpx = resolve_camera(spec.camera, vertices[::4], posed.head_outline(), width, height)
+        posed, vertices, camera_pose, fpx = pose_and_frame(self._character, spec)
         self._set_view(spec, camera_pose, fpx)
         self._renderer._platform.make_current()
         x0, y0, x1, y1 = self._set_window(vertices, camera_pose, fpx, width, height)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKENDS = ("pyrender", "blender")
+# "fake" is a GL-free numpy rasterizer (render.backends.fake_backend) for tests and CI of stages and
+# runners: one flat colour per triangle, no lights, no anti-aliasing. Not for datasets.
+BACKENDS = ("pyrender", "blender", "fake")
 ENGINES = ("CYCLES", "BLENDER_EEVEE", "BLENDER_WORKBENCH")
 WORKBENCH = {"light": "STUDIO", "color_type": "TEXTURE", "render_aa": "8"}  # preview shading
 CHARACTER_SUFFIXES = (".glb", ".gltf", ".vrm", ".fbx", ".blend")            # what Blender imports as a character
@@ -23,6 +25,12 @@ class BlenderSettings:
     timeout_s: float = 300.0              # per request to the Blender worker; then it is replaced
     tries: int = 2                        # worker failures on one character before it is rejected
     recycle_after: int = 50               # characters per worker process before a fresh one
+
+    @property
+    def gpus_per_worker(self) -> float:
+        """What a render worker asks the cluster for: its own GPU when the config says gpu
+        ("auto" renders on whatever GPU Cycles finds, and asks for none)."""
+        return 1.0 if self.device == "gpu" else 0.0
 
     def check(self) -> list[str]:
         problems = []

@@ -101,36 +101,32 @@ def plan_scenes(pairs_dir, config: SceneConfig) -> list[list[dict]]:
         chosen = rng.choice(len(characters), size=n, replace=False)
         picks = [by_split[split][characters[c]][int(rng.integers(len(by_split[split][characters[c]])))]
                  for c in chosen]
-        items.append({"__key__": key, "pairs": picks, "split": split, "seed": sample_seed(config.seed, key)})
+        items.append({"__key__": key, "inputs": picks, "split": split, "seed": sample_seed(config.seed, key)})
     return [items[i:i + config.scenes_per_shard] for i in range(0, len(items), config.scenes_per_shard)]
 
 
 class RouterSceneStage(Stage):
+    """Work items name the 2-4 pair records of a scene (``inputs``); the runner reads them, with
+    the source image and json decoded."""
     name = "router-scenes"
+    schema = ROUTER_SAMPLE
     resources = Resources(cpus=1.0, memory_mb=1500)
+    decodes = frozenset({"src.png", "json"})
+    packages = ("opencv-python-headless",)
 
     def __init__(self, config: SceneConfig):
         self.config = config
+        self.batch_size = config.batch_size
         self._backgrounds = None
-        self._shards: dict[str, dict] = {}
 
     def setup(self) -> None:
         self._backgrounds = open_backgrounds(self.config)
 
-    def _pair(self, path: str, key: str) -> dict:
-        if path not in self._shards:
-            if len(self._shards) >= 8:  # keep a few decoded input shards, not the dataset
-                self._shards.pop(next(iter(self._shards)))
-            self._shards[path] = {r["__key__"]: r for r in iter_shard(path)}
-        return self._shards[path][key]
-
     def process_batch(self, items: list[dict]) -> list[dict]:
-        if self._backgrounds is None:
-            self.setup()
         return each_or_reject(self.name, items, self._scene)
 
     def _scene(self, item: dict) -> dict:
-        pairs = [self._pair(path, key) for path, key in item["pairs"]]
+        pairs = item["inputs"]
         sources = [p["src.png"] for p in pairs]
         rng = np.random.default_rng(item["seed"])
         size = (sources[0].shape[1], sources[0].shape[0])

@@ -1,8 +1,8 @@
 """CompositeStage: ``synthetic_pair`` shards -> ``composited_pair`` records, each source placed on a
 background drawn by its seed, at the render's own size (``std.png`` is carried over byte for byte:
-its face sits on fixed pixels). Work items name their input shard and key; the stage decodes each
-input shard once. A background that cannot be read is skipped (with its reason in the record)
-for the next one."""
+its face sits on fixed pixels). Work items name their input record; the runner reads it and
+decodes only the source image and json, so std.png arrives as bytes and is passed on as they
+are. A background that cannot be read is skipped (with its reason in the record) for the next one."""
 from __future__ import annotations
 
 import json
@@ -15,7 +15,6 @@ from render.compositing.backgrounds import draw_background, open_backgrounds
 from render.compositing.composite import CompositeConfig, composite_sample
 from shards.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
-from shards.reader import decode_member, iter_shard
 from shards.schema import COMPOSITED_PAIR
 from shards.stage import Resources, Stage, each_or_reject
 
@@ -38,44 +37,36 @@ class CompositeJobConfig:
 
 
 def plan_composite_items(input_dir: Path, seed: int) -> list[list[dict]]:
-    """One output shard per input shard, same order; items are (input shard, key)."""
+    """One output shard per input shard, same order; each item names its input record."""
     from shards.reader import shard_paths
     shards = []
     for path in shard_paths(input_dir):
         manifest = json.loads(path.with_suffix(".json").read_text())
-        shards.append([{"__key__": key, "input": str(path), "seed": sample_seed(seed, "composite-" + key)}
+        shards.append([{"__key__": key, "inputs": [[str(path), key]], "seed": sample_seed(seed, "composite-" + key)}
                        for key in manifest["keys"]])
     return shards
 
 
 class CompositeStage(Stage):
     name = "composite"
+    schema = COMPOSITED_PAIR
     resources = Resources(cpus=1.0, memory_mb=1000)
+    decodes = frozenset({"src.png", "json"})
+    packages = ("opencv-python-headless",)
 
     def __init__(self, config: CompositeJobConfig):
         self.config = config
+        self.batch_size = config.batch_size
         self._backgrounds = None
-        self._input: tuple[str, dict] | None = None  # (path, key -> record) of the last input shard
 
     def setup(self) -> None:
         self._backgrounds = open_backgrounds(self.config)
 
-    def _record(self, path: str, key: str) -> dict:
-        """The pair ``key`` of input shard ``path``: the shard is read once, raw; only the source
-        image and json are decoded, std.png stays bytes."""
-        if self._input is None or self._input[0] != path:
-            self._input = (path, {r["__key__"]: r for r in iter_shard(path, decode=False)})
-        raw = self._input[1][key]
-        return {"src.png": decode_member("png", raw["src.png"]), "json": decode_member("json", raw["json"]),
-                "std.png": raw["std.png"]}
-
     def process_batch(self, items: list[dict]) -> list[dict]:
-        if self._backgrounds is None:
-            self.setup()
         return each_or_reject(self.name, items, self._composite)
 
     def _composite(self, item: dict) -> dict:
-        pair = self._record(item["input"], item["__key__"])
+        pair = item["inputs"][0]
         meta, rgba = pair["json"], pair["src.png"]
         rng = np.random.default_rng(item["seed"])
         background, name, skipped = draw_background(self._backgrounds, rng, (rgba.shape[1], rgba.shape[0]),

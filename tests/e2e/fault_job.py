@@ -8,10 +8,9 @@ from pathlib import Path
 from ray_jobs.config import config_hash, load_config
 from ray_jobs.jobs import character_files
 from ray_jobs.ray_runner import run_ray
-from ray_jobs.shardwork import plan_shards
+from ray_jobs.shardwork import ShardJob, plan_shards
 from render.config import RenderConfig
 from render.stage import RenderStage, plan_items
-from shards.schema import SYNTHETIC_PAIR
 
 SMALL = ["characters.count=3", "poses_per_character=4", "samples_per_shard=4", "resolution=[128, 192]"]
 
@@ -49,8 +48,8 @@ def main() -> None:
     out = Path(args.out)
     shards = plan_shards(plan_items(config, character_files(config, out)), config.samples_per_shard)
     stage = FaultyStage(config, args.kill, args.fail, args.hang, str(out / "killed.marker"))
-    summary = run_ray(stage, shards, out / "pairs", SYNTHETIC_PAIR, config_hash(config), {}, config.batch_size,
-                      progress=False, sample_timeout=args.timeout, workers=1)
+    job = ShardJob(str(out / "pairs"), config_hash(config), {})
+    summary = run_ray(stage.with_(sample_timeout=args.timeout), shards, job, progress=False, workers=1)
     print("\n".join(summary.lines()))
 
 

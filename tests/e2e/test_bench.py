@@ -32,13 +32,16 @@ def test_bench_render_on_blender_names_its_engine_settings(capsys):
     assert figures["pairs"] == 2 and figures["ratio"] > 0
 
 
-def test_bench_ray_sets_the_work_apart_from_the_one_off_start_up(capsys, ray_shut_down_after):
-    assert main(["bench", "ray", "--characters", "1", "--poses", "4", "--resolution", "128x192"]) == 0
+def test_bench_ray_times_the_demo_in_process_and_as_whole_processes(capsys, ray_shut_down_after):
+    assert main(["bench", "ray", "--characters", "3", "--poses", "2", "--resolution", "128x192"]) == 0
     figures = last_json(capsys)
-    assert figures["pairs"] == 4 and figures["same_bytes"] is True
-    for runner in ("local", "ray"):
-        setup, work = figures[f"{runner}_setup_seconds"], figures[f"{runner}_work_seconds"]
-        assert 0 <= setup < figures[f"{runner}_seconds"] and work > 0
-        assert setup + work == pytest.approx(figures[f"{runner}_seconds"], abs=0.02)
-    assert figures["ray_startup_seconds"] > 0 and figures["ray_setup_seconds"] > 0  # Ray Data's actor pool
-    assert figures["ratio"] == pytest.approx(figures["ray_work_seconds"] / figures["local_work_seconds"], rel=0.05)
+    assert figures["pairs"] == 6 and figures["same_bytes"] is True
+    for stage in ("render", "composite"):
+        assert 0 <= figures[f"{stage}_ray_setup_seconds"] <= figures[f"{stage}_ray_seconds"]
+        assert figures[f"{stage}_local_seconds"] > 0
+    stages = [k.removesuffix("_local_seconds") for k in figures if k.endswith("_local_seconds") and k != "local_seconds"]
+    assert figures["local_seconds"] == pytest.approx(sum(figures[f"{s}_local_seconds"] for s in stages), abs=0.05)
+    assert figures["ray_startup_seconds"] > 0
+    assert figures["ratio_after_start"] == pytest.approx(figures["ray_seconds"] / figures["local_seconds"], rel=0.05)
+    assert figures["ratio_process"] == pytest.approx(
+        figures["ray_process_seconds"] / figures["local_process_seconds"], rel=0.05)

@@ -32,6 +32,7 @@ def records(character_dir):
     items = plan_items(config, [str(p) for p in sorted(character_dir.glob("*.glb"))[:2]])
     stage = RenderStage(config)
     try:
+        stage.setup()
         rendered = stage.process_batch(items)
     finally:
         stage.teardown()
