@@ -26,7 +26,7 @@ class RunSummary:
     done: int = 0
     rejected: int = 0
     reasons: Counter = field(default_factory=Counter)  # reject category -> count
-    examples: dict = field(default_factory=dict)       # reject category -> its first error
+    examples: dict = field(default_factory=dict)       # reject category -> one of its errors (the same on any runner)
     failed: list = field(default_factory=list)         # shards given up on (their workers kept dying)
     seconds: float = 0.0          # the job, after any one-off start-up of Ray
     startup_seconds: float = 0.0  # starting or joining Ray
@@ -41,7 +41,7 @@ class RunSummary:
         for reject in manifest["rejects"]:
             reason = reject_reason(reject["error"])
             self.reasons[reason] += 1
-            self.examples.setdefault(reason, reject["error"])
+            self.examples[reason] = min(self.examples.get(reason, reject["error"]), reject["error"])
 
     def lines(self) -> list[str]:
         rate = self.done / self.seconds if self.seconds else 0.0
