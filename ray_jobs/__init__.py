@@ -1,2 +1,2 @@
-"""Wiring: runs stages over planned shards (in-process now, on Ray Data next), the job commands
-and the ``pairforge`` command line. The only package that may import ray at module level."""
+"""Wiring: runs stages over planned shards (in-process, or on Ray actors), the jobs, the demo, status,
+plan, benchmarks and the ``pairforge`` command line. The only package that may import ray at module level."""

@@ -1,4 +1,4 @@
-"""``pairforge``: one console script, one subcommand per job (see shared/DESIGN.md)."""
+"""``pairforge``: one console script, one subcommand per job (docs/architecture.md explains the stages)."""
 from __future__ import annotations
 
 import argparse

@@ -87,6 +87,20 @@ class RunOptions:
             raise ConfigError("--workers must be >= 1")
 
 
+def plan_while_starting(options: RunOptions, plan):
+    """``plan()`` on a thread while the runner starts on this one: an embedded Ray takes 3-5 s
+    to start here, and planning the demo (generating its characters) ~1.5 s."""
+    if options.runner != "ray":
+        return plan()
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ray_jobs.ray_runner import connect
+    with ThreadPoolExecutor(1, thread_name_prefix="plan") as pool:
+        planned = pool.submit(plan)
+        connect(options.address)
+        return planned.result()
+
+
 def run_job(stage: Stage, shards: list[list[dict]], shard_dir: Path, config, options: RunOptions) -> RunSummary:
     """The one job function: ``stage`` over the work list ``shards`` into ``shard_dir`` on the
     chosen runner, with what the stage declares (schema, batch size, deadline, resources)."""
@@ -105,7 +119,8 @@ def run_render(config: RenderConfig, out_dir: str | Path, options: RunOptions = 
 
     out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir / "pairs", options.overwrite)
-    shards = plan_shards(plan_items(config, character_files(config, out_dir)), config.samples_per_shard)
+    shards = plan_while_starting(options, lambda: plan_shards(plan_items(config, character_files(config, out_dir)),
+                                                               config.samples_per_shard))
     return run_job(RenderStage(config, log_dir=str(out_dir / "logs")), shards, out_dir / "pairs", config, options)
 
 
@@ -184,7 +199,8 @@ def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, options: 
     out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir, options.overwrite)
     open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
-    return run_job(RouterSceneStage(config), plan_scenes(pairs_folder(in_dir), config), out_dir, config, options)
+    shards = plan_while_starting(options, lambda: plan_scenes(pairs_folder(in_dir), config))
+    return run_job(RouterSceneStage(config), shards, out_dir, config, options)
 
 
 def write_router_sheet(router_dir: Path, path: Path, rows: int = 8) -> Path:

@@ -32,6 +32,7 @@ def connect(address: str | None) -> dict:
     the job's cluster is joined. Returns the cluster's resources."""
     address = address or os.environ.get("RAY_ADDRESS")
     if not ray.is_initialized():
+        started = time.perf_counter()
         if address:
             ray.init(address=address, log_to_driver=False)
         else:
@@ -40,7 +41,16 @@ def connect(address: str | None) -> dict:
             # only: an embedded cluster needs no network. Ray counts the CPUs this process may use
             # (container limits included), which os.cpu_count() would not.
             ray.init(address="local", include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+        _startup["seconds"] += time.perf_counter() - started
     return ray.cluster_resources()
+
+
+_startup = {"seconds": 0.0}  # time spent starting Ray that no job summary has reported yet
+
+
+def take_startup_seconds() -> float:
+    seconds, _startup["seconds"] = _startup["seconds"], 0.0
+    return seconds
 
 
 class ShardHost:
@@ -159,9 +169,8 @@ def run_ray(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: boo
     todo = shards_left(out_dir, shards, job.config_hash, summary)
     if not todo:
         return summary
-    started = time.perf_counter()
     resources = connect(address)
-    summary.startup_seconds = time.perf_counter() - started
+    summary.startup_seconds = take_startup_seconds()
     started, started_wall = time.perf_counter(), time.time()
     size, ask = worker_plan(stage, resources, workers, len(todo))
     summary.workers = size

@@ -3,7 +3,7 @@
 PNG is written here rather than by Pillow: Pillow tries every row filter on every row, ~19 ms
 for a 512x768 RGBA render. One "Up" filter (each row minus the row above, a vectorized
 subtraction) deflated by zlib with its run-length strategy takes ~10 ms at the same size: on
-renders the filtered rows are mostly runs (measured in the README). zlib, not a faster
+renders the filtered rows are mostly runs (measured: docs/benchmarks.md). zlib, not a faster
 deflate: its output is the same bytes in every process (ISA-L's was not), which re-runs, resumes
 and the local/Ray runners rely on."""
 from __future__ import annotations

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from render.backends.common import camera_json, character_result, light_pose
+from render.backends.common import camera_json, character_result, light_pose, pose_and_frame
 from render.backends.wire import WorkerGone, WorkerTimeout, receive, send
 from render.characters import (
     Character,
@@ -29,12 +29,11 @@ from render.characters import (
     PosedCharacter,
     load_character,
     node_skinning,
-    pose_character,
     shape_key_weights,
 )
 from render.backends.settings import BlenderSettings
 from render.gltf import BINARY_GLTF_SUFFIXES
-from render.spec import SceneSpec, resolve_camera
+from render.spec import SceneSpec
 from shards.stage import StageUnavailable
 
 START_TIMEOUT_S = 120.0
@@ -286,10 +285,7 @@ class BlenderBackend:
         if with_head_mask:
             raise NotImplementedError("the head mask is a pyrender QA aid; the blender backend does not draw it")
         character = self._character
-        width, height = spec.resolution
-        posed = pose_character(character, spec.pose, spec.expression)
-        camera_pose, fpx = resolve_camera(spec.camera, np.vstack(posed.positions)[::4], posed.head_outline(),
-                                          width, height)
+        posed, _, camera_pose, fpx = pose_and_frame(character, spec)
         named = {**character.joint_nodes, **character.landmark_nodes}
         reply = self._request(
             "render_character", skin={k: v.ravel().tolist() for k, v in node_skinning(character, spec.pose).items()},

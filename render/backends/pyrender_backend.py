@@ -40,8 +40,8 @@ _POINT_AND_SPOT_LOOPS = re.compile(r"\n    for \(int i = 0; i < n_point_lights; 
 def _program_cache_class(pyrender):
     """pyrender's shader cache whose mesh fragment shader drops the point- and spot-light loops,
     which this backend's scenes never have (a SceneSpec has directional lights only). The same
-    pixels as pyrender's shader, and on llvmpipe about a third less time a render (measured in the
-    README). A pyrender whose shader text differs keeps its shader unchanged."""
+    pixels as pyrender's shader, and on llvmpipe about a third less time a render (measured in
+    docs/benchmarks.md). A pyrender whose shader text differs keeps its shader unchanged."""
     base = pyrender.shader_program
 
     class DirectionalLightsProgram(base.ShaderProgram):
