@@ -1,8 +1,24 @@
+"""Fixtures shared by the tests (plain helpers are in tests/helpers.py), and the markers' house rules:
+
+- ``blender``: the test needs bpy (the blender extra); without bpy it is skipped, here, for all of them.
+- ``ray``: the test starts a Ray cluster (embedded or ``ray start``).
+- ``slow``: the test (with its share of its module's fixtures) takes more than about 2 s.
+  ``pytest -m "not slow" tests`` is the quick run.
+Every test has pyproject's default timeout; a larger ``@pytest.mark.timeout`` says why it needs it."""
+import importlib.util
 import os
 
 import pytest
 
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+
+def pytest_collection_modifyitems(config, items):
+    if importlib.util.find_spec("bpy") is None:
+        skip = pytest.mark.skip(reason="bpy not installed (pip install 'pairforge[blender]')")
+        for item in items:
+            if item.get_closest_marker("blender"):
+                item.add_marker(skip)
 
 
 @pytest.fixture(scope="session")

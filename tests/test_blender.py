@@ -2,7 +2,6 @@
 inside assets never run, broken assets rejected with reasons, and a crashed, hung or slow
 Blender worker replaced, retried and finally rejected with its log. bpy runs only in the
 backend's worker processes, never in this one."""
-import importlib.util
 import json
 import os
 import signal
@@ -18,9 +17,7 @@ from render.characters import CharacterError
 from render.backends.settings import BlenderSettings
 from render.spec import SamplingRanges, StandardView, sample_source_spec, standard_spec
 
-pytestmark = [pytest.mark.blender,
-              pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
-                                 reason="bpy not installed (pip install 'pairforge[blender]')")]
+pytestmark = pytest.mark.blender  # needs bpy: skipped without it (conftest.py); the slow ones are marked one by one
 
 TOOLS = Path(__file__).parent / "tools"
 SMALL = (256, 384)
@@ -43,6 +40,7 @@ def iou(a, b) -> float:
     return (a & b).sum() / max((a | b).sum(), 1)
 
 
+@pytest.mark.slow
 def test_cycles_matches_pyrender_on_the_same_specs(character_dir, backend):
     """Same SceneSpec, two renderers: silhouettes agree (IoU >= 0.9) and Blender's posed bones
     project within 2 px of the numpy skeleton's keypoints, for characters of many sizes."""
@@ -83,6 +81,7 @@ def assets(tmp_path_factory, character_dir):
     return out, glb
 
 
+@pytest.mark.slow
 def test_every_asset_format_renders_like_the_glb(assets, backend):
     out, glb = assets
     reference = backend.open_character(glb)
@@ -111,6 +110,7 @@ bpy.context.view_layer.update()
 """
 
 
+@pytest.mark.slow
 def test_scripts_inside_a_blend_never_run(assets):
     """A .blend with a text block registered to run on load and a Python driver: the backend
     imports and renders it and neither runs. The controls show both are armed: Blender opening
@@ -163,6 +163,7 @@ def test_broken_assets_are_rejected_with_reasons_and_the_worker_goes_on(tmp_path
         workbench.close()
 
 
+@pytest.mark.slow
 def test_a_crashed_or_hung_worker_is_replaced_and_the_character_retried(tmp_path, character_dir):
     workbench = blender(timeout_s=8.0, log_dir=tmp_path / "logs")
     try:
@@ -184,6 +185,7 @@ def test_a_crashed_or_hung_worker_is_replaced_and_the_character_retried(tmp_path
         workbench.close()
 
 
+@pytest.mark.slow
 def test_a_character_that_keeps_failing_is_rejected_with_the_log(tmp_path, character_dir):
     """Renders that never finish in time: each try replaces the worker; after ``tries`` the
     character is rejected naming the logs, and its later samples fail at once."""
@@ -206,7 +208,7 @@ def test_a_character_that_keeps_failing_is_rejected_with_the_log(tmp_path, chara
         slow.close()
 
 
-@pytest.mark.parametrize("runner", ["local", "ray"])
+@pytest.mark.parametrize("runner", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
 def test_a_blender_that_cannot_start_stops_the_job_naming_its_log(tmp_path, character_dir, monkeypatch, capsys,
                                                                   runner, ray_shut_down_after):
     """bpy that fails to import (a missing system library) blames the machine, not the assets:
@@ -248,6 +250,7 @@ def test_scratch_left_by_a_killed_client_is_removed_by_the_next(character_dir):
         live.rmdir()
 
 
+@pytest.mark.slow
 def test_workers_are_recycled_after_n_characters(character_dir):
     files = sorted(character_dir.glob("*.glb"))
     workbench = blender(recycle_after=2)
@@ -261,6 +264,7 @@ def test_workers_are_recycled_after_n_characters(character_dir):
         workbench.close()
 
 
+@pytest.mark.slow
 def test_render_job_on_blender_writes_checked_shards_and_rejects_a_broken_asset(tmp_path, character_dir):
     from ray_jobs.cli import main
     from shards.inspect import inspect_dataset
@@ -297,6 +301,7 @@ def test_render_job_on_blender_writes_checked_shards_and_rejects_a_broken_asset(
     assert inside / total >= 0.98
 
 
+@pytest.mark.slow
 def test_a_killed_job_takes_its_busy_blender_worker_with_it(character_dir):
     """SIGKILL on the job's process (a Ray worker killed by its watchdog, an OOM kill) in the
     middle of a long render leaves no Blender process behind."""

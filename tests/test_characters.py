@@ -1,7 +1,6 @@
 import json
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,8 +13,7 @@ from render.procedural import (
     write_character_glb,
 )
 from render.skeleton import JOINTS
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers import ROOT, make_cyclic, make_unmappable, make_unskinned, rewrite_glb
 
 
 def test_characters_are_rigged_and_different(character_dir):
@@ -92,34 +90,6 @@ def test_broken_assets_are_refused_with_a_reason(tmp_path, character_dir):
             load_character(builder(good, tmp_path))
 
 
-def _rewrite(good: Path, out: Path, edit) -> Path:
-    from render.gltf import Glb, GlbBuilder
-    builder = GlbBuilder.from_glb(Glb.load(good))
-    edit(builder.gltf)
-    out.write_bytes(builder.to_bytes())
-    return out
-
-
-def make_unskinned(good: Path, tmp: Path) -> Path:
-    def edit(gltf):
-        del gltf["skins"]
-        del gltf["nodes"][0]["skin"]
-    return _rewrite(good, tmp / "unskinned.glb", edit)
-
-
-def make_unmappable(good: Path, tmp: Path) -> Path:
-    def edit(gltf):
-        for i, node in enumerate(gltf["nodes"][1:]):
-            node["name"] = f"Bone.{i:03d}"
-    return _rewrite(good, tmp / "unmappable.glb", edit)
-
-
-def make_cyclic(good: Path, tmp: Path) -> Path:
-    def edit(gltf):
-        gltf["nodes"][2].setdefault("children", []).append(1)  # spine -> hips: a loop
-    return _rewrite(good, tmp / "cyclic.glb", edit)
-
-
 def test_expressions_drive_each_pipelines_own_shape_keys(tmp_path, character_dir):
     """Specs name canonical expressions; a rig with ARKit blendshapes shows them through its keys."""
     good = sorted(character_dir.glob("*.glb"))[0]
@@ -128,7 +98,7 @@ def test_expressions_drive_each_pipelines_own_shape_keys(tmp_path, character_dir
         order = gltf["meshes"][0]["extras"]["targetNames"]  # smile, mouth_open, eyes_closed
         arkit_names = {"smile": "mouthSmileLeft", "mouth_open": "jawOpen", "eyes_closed": "eyeBlink"}
         gltf["meshes"][0]["extras"]["targetNames"] = [arkit_names[n] for n in order]
-    arkit_rig = load_character(_rewrite(good, tmp_path / "arkit.glb", arkit))
+    arkit_rig = load_character(rewrite_glb(good, tmp_path / "arkit.glb", arkit))
     canonical = load_character(good)
     assert arkit_rig.expressions == ["mouth_open"]  # smile needs both mouthSmile sides, blink both eyes
     for name in ("mouth_open",):
@@ -145,7 +115,7 @@ def test_vroid_named_keys_show_every_canonical_expression(tmp_path, character_di
     def vroid(gltf):
         names = {"smile": "Fcl_ALL_Joy", "mouth_open": "Fcl_MTH_A", "eyes_closed": "Fcl_EYE_Close"}
         gltf["meshes"][0]["extras"]["targetNames"] = [names[n] for n in gltf["meshes"][0]["extras"]["targetNames"]]
-    rig, canonical = load_character(_rewrite(good, tmp_path / "vroid.glb", vroid)), load_character(good)
+    rig, canonical = load_character(rewrite_glb(good, tmp_path / "vroid.glb", vroid)), load_character(good)
     assert rig.expressions == canonical.expressions == sorted(SHAPE_KEYS)
     for name in SHAPE_KEYS:
         assert np.array_equal(pose_character(rig, {}, {name: 0.7}).positions[0],

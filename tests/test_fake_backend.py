@@ -12,6 +12,7 @@ import pytest
 
 from render.characters import load_character
 from render.spec import SamplingRanges, StandardView, sample_source_spec, standard_spec
+from tests.helpers import ROOT
 
 SIZE = (128, 192)
 
@@ -93,7 +94,7 @@ backend.close()
 digest = hashlib.sha256(result["rgba"].tobytes() + result["depth"].tobytes()).hexdigest()
 print(digest, int(result["mask"].sum()), sorted(m for m in sys.modules if m.split(".")[0] in ("pyrender", "OpenGL")))
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     digest, covered, modules = out.stdout.strip().split(" ", 2)
     assert int(covered) > 100

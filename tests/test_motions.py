@@ -102,13 +102,10 @@ def test_pairforge_poses_and_rendering_from_the_table(tmp_path, capsys):
 def test_bvh_written_by_blenders_exporter_round_trips_into_the_same_rotations(tmp_path):
     """Blender (z-up, XYZ channels, its own bone frames) exports the poses we key on an armature
     of the canonical skeleton; reading its BVH back gives the same joint rotations."""
-    import importlib.util
     import subprocess
     import sys
     from pathlib import Path
 
-    if importlib.util.find_spec("bpy") is None:
-        pytest.skip("bpy not installed (pip install 'pairforge[blender]')")
     from render.skeleton import JOINT_PARENTS, JOINTS, rest_positions
     rest = rest_positions()
     motion = builtin_motion("dance", frames=6)

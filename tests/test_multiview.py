@@ -1,7 +1,6 @@
 """Multi-view object renders (AnyStory's 3-D subject data): mesh assets of several formats ->
 ``multiview`` shards with evenly spaced ring cameras that frame the object; a broken asset is a
 reject and the job goes on."""
-import importlib.util
 import json
 
 import numpy as np
@@ -9,9 +8,7 @@ import pytest
 
 from render.geometry import project
 
-pytestmark = [pytest.mark.blender,
-              pytest.mark.skipif(importlib.util.find_spec("bpy") is None,
-                                 reason="bpy not installed (pip install 'pairforge[blender]')")]
+pytestmark = [pytest.mark.blender, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

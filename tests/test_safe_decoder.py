@@ -1,16 +1,14 @@
 """The safe decoder inside real webdataset pipelines: the reader's records, the reader's refusals."""
-import io
 import pickle
 import tarfile
 
 import numpy as np
 import pytest
 import webdataset as wds
-from PIL import Image
 
 from shards.reader import (ShardError, decode_safely, iter_dataset, safe_handler, safe_webdataset,
                            shard_error_handler)
-from tests.test_shards import _raw_tar, write_shard
+from tests.helpers import png_bytes, raw_tar, write_shard
 
 
 class _Touch:
@@ -28,9 +26,7 @@ def _evil(marker) -> bytes:
 
 
 def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((4, 4, 3), 9, np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
+    return png_bytes(np.full((4, 4, 3), 9, np.uint8))
 
 
 def _same(a, b) -> bool:
@@ -71,7 +67,7 @@ def test_webdataset_pipelines_give_the_readers_records(tmp_path, pipeline):
 def test_a_pickle_member_is_refused_and_never_unpickled(tmp_path, pipeline, ext):
     marker = tmp_path / "unpickled"
     shard = tmp_path / "shard-000000.tar"
-    _raw_tar(shard, [("a-1.json", b"{}"), (f"a-1.{ext}", _evil(marker))])
+    raw_tar(shard, [("a-1.json", b"{}"), (f"a-1.{ext}", _evil(marker))])
     with pytest.raises(Exception) as caught:
         list(PIPELINES[pipeline](str(shard)))
     error = caught.value
@@ -92,7 +88,7 @@ def test_the_pickle_payload_is_real(tmp_path):
     assert marker.exists()
     marker.unlink()
     shard = tmp_path / "shard-000000.tar"
-    _raw_tar(shard, [("a-1.json", b"{}"), ("a-1.pickle", _evil(marker))])
+    raw_tar(shard, [("a-1.json", b"{}"), ("a-1.pickle", _evil(marker))])
     list(wds.WebDataset(str(shard), shardshuffle=False).decode())
     assert marker.exists()
 
@@ -104,7 +100,7 @@ def test_the_pickle_payload_is_real(tmp_path):
     if pipeline == "safe_webdataset" or member != ".hidden.json"])
 def test_a_key_with_path_parts_is_refused(tmp_path, pipeline, member):
     shard = tmp_path / "shard-000000.tar"
-    _raw_tar(shard, [("a-1.json", b"{}"), (member, b"{}")])
+    raw_tar(shard, [("a-1.json", b"{}"), (member, b"{}")])
     with pytest.raises(ShardError, match="path parts") as caught:
         list(PIPELINES[pipeline](str(shard)))
     assert str(shard) in str(caught.value) and repr(member) in str(caught.value)
@@ -123,7 +119,7 @@ def test_decode_safely_refuses_keys_and_passes_metadata_through():
 @pytest.mark.parametrize("pipeline", sorted(PIPELINES))
 def test_a_member_that_does_not_decode_is_named(tmp_path, pipeline):
     shard = tmp_path / "shard-000000.tar"
-    _raw_tar(shard, [("a-1.json", b"{}"), ("a-1.src.png", _png()[:40]), ("a-2.json", b"{}")])
+    raw_tar(shard, [("a-1.json", b"{}"), ("a-1.src.png", _png()[:40]), ("a-2.json", b"{}")])
     with pytest.raises(Exception) as caught:
         list(PIPELINES[pipeline](str(shard)))
     error = caught.value

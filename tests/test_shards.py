@@ -1,41 +1,13 @@
-import io
 import json
-import tarfile
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from shards.inspect import inspect_dataset
 from shards.keys import check_key, sample_key, sample_seed, split_of
 from shards.reader import ShardError, iter_shard
 from shards.schema import SYNTHETIC_PAIR
 from shards.writer import ShardWriter, read_manifest, shard_is_complete
-
-
-def _png(array) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
-
-
-def make_record(key: str, split: str = "train") -> dict:
-    src = np.zeros((24, 16, 4), np.uint8)
-    src[8:16, 4:12] = 200
-    kp = [[8.0, 12.0, 1.0]] * 18
-    meta = {"schema": SYNTHETIC_PAIR.tag, "character_id": "c", "pose_id": 1, "view_id": 0, "seed": 3,
-            "renderer": {"name": "test", "version": "0"}, "split": split,
-            "src": {"spec": {}, "keypoints": kp}, "std": {"spec": {}, "keypoints": kp, "face_box": [1, 1, 5, 5]}}
-    return {"__key__": key, "src.png": _png(src), "std.png": _png(np.full((24, 16, 3), 255, np.uint8)),
-            "json": json.dumps(meta).encode()}
-
-
-def write_shard(directory, name="shard-000000", keys=("a-1", "a-2")):
-    with ShardWriter(directory, name, SYNTHETIC_PAIR, "cfg") as writer:
-        for key in keys:
-            writer.write(make_record(key))
-        writer.write({"__key__": "a-9", "status": "rejected", "error": "character: broken"})
-    return writer.manifest
+from tests.helpers import make_record, raw_tar, write_shard
 
 
 def test_keys_and_seeds_are_deterministic_and_dot_free():
@@ -76,21 +48,13 @@ def test_a_failure_mid_shard_leaves_nothing_visible(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def _raw_tar(path, members):
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-
-
 @pytest.mark.parametrize("member, problem", [
     ("../x.json", "path parts"), ("a/b.json", "path parts"),
     ("k.pyd", "unsafe"), ("k.pickle", "unsafe"), ("k.pth", "unsafe")])
 def test_reader_and_inspect_refuse_unsafe_members(tmp_path, member, problem):
     write_shard(tmp_path)
     shard = tmp_path / "shard-000000.tar"
-    _raw_tar(shard, [("a-1.json", b"{}"), (member, b"\x80\x04K\x01.")])
+    raw_tar(shard, [("a-1.json", b"{}"), (member, b"\x80\x04K\x01.")])
     with pytest.raises(ShardError, match=f"shard-000000.tar.*{problem}"):
         list(iter_shard(shard))
     report = inspect_dataset(tmp_path)

@@ -1,7 +1,6 @@
 """The benchmark commands keep working and keep their contract: the last line printed is one
 JSON object with the figure, its baseline from the same run, and the ratio (tiny workloads
-here; the figures themselves come from running the commands, see the README)."""
-import importlib.util
+here; the figures themselves come from running the commands, see docs/benchmarks.md)."""
 import json
 
 import pytest
@@ -23,7 +22,7 @@ def test_bench_render_prints_rate_baseline_and_ratio(capsys):
 
 
 @pytest.mark.blender
-@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+@pytest.mark.slow
 def test_bench_render_on_blender_names_its_engine_settings(capsys):
     assert main(["bench", "render", "--backend", "blender", "--engine", "workbench", "--characters", "1",
                  "--poses", "2", "--resolution", "128x192", "--naive-samples", "1"]) == 0
@@ -32,6 +31,8 @@ def test_bench_render_on_blender_names_its_engine_settings(capsys):
     assert figures["pairs"] == 2 and figures["ratio"] > 0
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_bench_ray_times_the_demo_in_process_and_as_whole_processes(capsys, ray_shut_down_after):
     assert main(["bench", "ray", "--characters", "3", "--poses", "2", "--resolution", "128x192"]) == 0
     figures = last_json(capsys)

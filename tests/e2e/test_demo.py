@@ -8,6 +8,7 @@ from ray_jobs.cli import main
 from ray_jobs.config import read_resolved
 from shards.inspect import inspect_dataset
 from shards.reader import iter_dataset
+from tests.helpers import make_unmappable, make_unskinned
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +40,7 @@ def test_demo_writes_valid_shards_and_a_contact_sheet(demo_out, capsys):
     assert all(len(s) == 1 for s in stds.values())  # one standardized render per character
 
 
+@pytest.mark.slow
 def test_rerun_skips_complete_shards_and_reproduces_bytes(demo_out, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in (demo_out / "pairs").glob("*.tar")}
     assert main(["demo", "--out", str(demo_out), "--characters", "3", "--poses", "4", "--resolution", "256x384",
@@ -80,6 +82,8 @@ def test_shards_read_in_plain_webdataset(demo_out):
     assert {"__key__", "src.png", "std.png", "json"} <= set(samples[0])
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_shards_read_in_ray_data(demo_out):
     code = f"""
 import glob, ray
@@ -94,7 +98,6 @@ print(len(rows), sorted(k for k in rows[0] if not k.startswith("__")))
 
 
 def test_broken_characters_become_rejects_and_the_demo_finishes(tmp_path, character_dir, capsys):
-    from tests.test_characters import make_unmappable, make_unskinned
     assets = tmp_path / "assets"
     assets.mkdir()
     good = sorted(character_dir.glob("*.glb"))

@@ -1,7 +1,6 @@
 """``pairforge qa``: the invariant checks catch what they name, the command passes on good
 renders, fails (non-zero, failures first in the report) on bad ones, and compares both backends."""
 import copy
-import importlib.util
 import json
 
 import numpy as np
@@ -112,7 +111,7 @@ def test_qa_command_fails_on_a_broken_character_and_lists_it_first(tmp_path, cha
 
 
 @pytest.mark.blender
-@pytest.mark.skipif(importlib.util.find_spec("bpy") is None, reason="bpy not installed")
+@pytest.mark.slow
 def test_qa_on_both_backends_checks_each_and_their_agreement(tmp_path):
     out = tmp_path / "qa"
     assert main(["qa", "--sample", "2", "--backend", "both", "--engine", "workbench", "--out", str(out),

@@ -13,9 +13,9 @@ import pytest
 
 from shards.inspect import inspect_dataset
 from shards.reader import iter_dataset
+from tests.helpers import ROOT
 
-pytestmark = pytest.mark.ray
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = [pytest.mark.ray, pytest.mark.slow]  # each test runs whole jobs as processes: 5-80 s
 BIN = Path(sys.executable).parent
 SMALL = ["--set", "characters.count=3", "--set", "poses_per_character=4", "--set", "samples_per_shard=4",
          "--set", "resolution=[128, 192]", "--quiet"]
@@ -52,6 +52,7 @@ def test_compositing_on_ray_writes_the_same_bytes_as_locally(local_run, tmp_path
     assert inspect_dataset(tmp_path / "ray").ok
 
 
+@pytest.mark.timeout(600)  # waits up to 300 s for the first shard, then runs three whole jobs
 def test_a_driver_killed_at_a_random_point_resumes_to_the_same_dataset(tmp_path):
     job = ["render", "--out", str(tmp_path / "job"), *SMALL, "--set", "poses_per_character=8",
            "--set", "samples_per_shard=2"]  # 12 shards
@@ -97,6 +98,7 @@ def test_worker_death_failing_and_hanging_samples(local_run, tmp_path):
     assert list(tmp_path.glob("teardown-*.marker"))  # the surviving worker released its stage at the end
 
 
+@pytest.mark.timeout(600)  # starts and stops a Ray head (up to 120 s each) around two whole jobs
 def test_joining_a_cluster_by_address(local_run, tmp_path):
     # A head on this machine, reached over loopback only (Ray otherwise swaps 127.0.0.1 for the
     # machine's outward address), with Ray's token authentication on both sides.

@@ -128,6 +128,7 @@ RAY = RunOptions(runner="ray", progress=False)
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_gpu_stage_gets_a_pool_sized_by_gpus_and_its_own_device(gpu_cluster, tmp_path):
     # 2 CPUs would allow 4 workers of 0.5 CPU; the one GPU allows one worker of 1 GPU.
     summary = run_job(ProbeStage(gpus=1.0), plan_shards(_items(8), 2), tmp_path / "one", Job(1), RAY)
@@ -145,6 +146,7 @@ def test_a_gpu_stage_gets_a_pool_sized_by_gpus_and_its_own_device(gpu_cluster, t
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_stage_asking_more_gpus_than_the_cluster_has_stops_before_any_work(gpu_cluster, tmp_path):
     with pytest.raises(ConfigError, match="asks for 2 GPU per worker and the cluster has 1"):
         run_job(ProbeStage(gpus=2.0), plan_shards(_items(2), 2), tmp_path, Job(4), RAY)
@@ -152,6 +154,7 @@ def test_a_stage_asking_more_gpus_than_the_cluster_has_stops_before_any_work(gpu
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_stateless_stage_runs_as_ray_tasks(gpu_cluster, tmp_path):
     assert StatelessProbe().stateless and not ProbeStage().stateless
     summary = run_job(StatelessProbe(), plan_shards(_items(6), 2), tmp_path, Job(5), RAY)
@@ -161,6 +164,7 @@ def test_a_stateless_stage_runs_as_ray_tasks(gpu_cluster, tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_the_actors_of_one_stage_are_reused_by_the_next_with_the_same_ask(gpu_cluster, tmp_path):
     run_job(ProbeStage(), plan_shards(_items(2), 2), tmp_path / "a", Job(6), RAY)
     run_job(ProbeStage(), plan_shards(_items(2), 2), tmp_path / "b", Job(7), RAY)
@@ -168,7 +172,7 @@ def test_the_actors_of_one_stage_are_reused_by_the_next_with_the_same_ask(gpu_cl
     assert actor == {r["json"]["actor"] for r in _records(tmp_path / "b")} and len(actor) == 1
 
 
-@pytest.mark.parametrize("runner", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+@pytest.mark.parametrize("runner", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
 def test_a_reject_keeps_its_verdict_fields_and_summaries_count_reasons(runner, request, tmp_path):
     if runner == "ray":
         request.getfixturevalue("gpu_cluster")
@@ -188,7 +192,7 @@ def test_a_reject_whose_fields_are_not_json_is_refused_naming_them(tmp_path):
             writer.write(rejected("k1", "dark: x", scores=np.zeros(2)))
 
 
-@pytest.mark.parametrize("runner", ["local", pytest.param("ray", marks=pytest.mark.ray)])
+@pytest.mark.parametrize("runner", ["local", pytest.param("ray", marks=[pytest.mark.ray, pytest.mark.slow])])
 def test_input_records_arrive_decoded_where_asked_and_pass_through_byte_for_byte(runner, request, tmp_path):
     if runner == "ray":
         request.getfixturevalue("gpu_cluster")
