@@ -52,6 +52,7 @@ class RenderStage(Stage):
         self.packages = {"pyrender": ("pyrender",), "blender": ("bpy",)}.get(config.backend, ())
         self.log_dir = log_dir  # where Blender workers write their logs
         self.backend = None
+        self._blas_limit = None
         self._character: Character | None = None
         self._current: str | None = None  # the character file loaded (or failed) last
         self._failed: str | None = None  # why it could not be loaded
@@ -59,8 +60,14 @@ class RenderStage(Stage):
         self._standard: dict | None = None
 
     def setup(self) -> None:
+        from threadpoolctl import threadpool_limits
+
         from render.backends import make_backend
         from render.motions import read_pose_table
+        # The stage's numpy work is small matrix products (skinning, projection): BLAS threads
+        # gain nothing there and contend with the renderer's own threads (measured on Ray, whose
+        # workers get OMP_NUM_THREADS = their CPUs: ~20 % slower renders with two BLAS threads).
+        self._blas_limit = threadpool_limits(limits=1, user_api="blas")
         self.backend = make_backend(self.config.backend, self.config.blender, self.log_dir)
         self._pose_table = [row["pose"] for row in read_pose_table(self.config.pose_table)] \
             if self.config.pose_table else None
@@ -69,6 +76,9 @@ class RenderStage(Stage):
         if self.backend is not None:
             self.backend.close()
             self.backend = None
+        if self._blas_limit is not None:
+            self._blas_limit.restore_original_limits()
+            self._blas_limit = None
 
     def _switch_to(self, path: str) -> None:
         """Load the character at ``path`` (once) and render its standardized view (once)."""

@@ -110,7 +110,7 @@ class RouterSceneStage(Stage):
     the source image and json decoded."""
     name = "router-scenes"
     schema = ROUTER_SAMPLE
-    resources = Resources(cpus=1.0, memory_mb=1500)
+    resources = Resources(cpus=1.0, memory_mb=1000)  # as the composite stage, whose workers it then reuses
     decodes = frozenset({"src.png", "json"})
     packages = ("opencv-python-headless",)
 
