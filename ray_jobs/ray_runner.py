@@ -68,8 +68,10 @@ class ShardHost:
         self.watchdog = Watchdog.of_process(Path(job.out_dir), stage.sample_timeout) if stage.sample_timeout else None
         try:
             stage.setup()
-        except (StageUnavailable, Exception) as error:
-            self.problem = f"{stage.name} cannot start: {error}" if isinstance(error, Exception) else str(error)
+        except StageUnavailable as error:
+            self.problem = str(error)
+        except Exception as error:  # a stage that cannot set up on this worker stops the job, named
+            self.problem = f"{stage.name} cannot start: {type(error).__name__}: {error}"
 
     def produce(self, index: int, items: list[dict]) -> dict:
         began = time.time()  # wall clock: the driver compares it with its own

@@ -233,15 +233,21 @@ def produce_shard(stage: Stage, job: ShardJob, index: int, items: list[dict], in
                     writer.write(rejected(group[0]["__key__"],
                                           f"timeout: sample took longer than {timeout:g} s (worker replaced)"))
                     continue
-                records = _with_inputs(inputs, group, stage.decodes)
-                ready = [r for r in records if r.get("status", "ok") == "ok"]
+                ready = []
+                for record in _with_inputs(inputs, group, stage.decodes):
+                    if record.get("status", "ok") == "ok":
+                        ready.append(record)
+                    else:
+                        writer.write(record)  # its input could not be read
+                if not ready:
+                    continue
                 if watchdog:
                     watchdog.arm(name, [item["__key__"] for item in ready])
-                done = iter(process_safely(stage, ready, None if watchdog else timeout) if ready else [])
+                records = process_safely(stage, ready, None if watchdog else timeout)
                 if watchdog:
                     watchdog.disarm()
                 for record in records:
-                    writer.write(next(done) if record.get("status", "ok") == "ok" else record)
+                    writer.write(record)
             if on_batch is not None:
                 on_batch(len(batch))
     for stale in out_dir.glob(f"{name}.*.tar.tmp"):  # left by a writer that died on this shard
