@@ -27,7 +27,7 @@ RECORD_STATUS_KEYS = ("status", "error")
 def package_versions(*extra: str) -> dict[str, str]:
     """Versions of the packages that shape a shard's bytes, for its manifest."""
     versions = {"python": platform.python_version(), "zlib": zlib.ZLIB_RUNTIME_VERSION}  # zlib: our PNGs
-    for name in ("pairforge", "numpy", "pillow", "opencv-python-headless", "webdataset", *extra):
+    for name in ("pairforge", "numpy", "pillow", "webdataset", *extra):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
