@@ -229,3 +229,19 @@ def test_the_ray_runner_without_ray_installed_names_the_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"pip install 'pairforge\[ray\]'.*--runner local"):
         RunOptions(runner="ray")
     assert RunOptions(runner="local").runner == "local"
+
+
+def test_render_stages_declare_a_gpu_only_when_their_config_asks_for_one():
+    from ray_jobs.config import load_config
+    from render.config import RenderConfig
+    from render.multiview import MultiviewConfig, MultiviewStage
+    from render.stage import RenderStage
+
+    def render_stage(*overrides):
+        return RenderStage(load_config(RenderConfig, "demo", list(overrides)))
+    assert render_stage().resources.gpus == 0 and render_stage().sample_timeout == 120.0
+    assert render_stage("backend=blender").resources.gpus == 0  # auto: whatever GPU Cycles finds, none asked
+    gpu = render_stage("backend=blender", "blender.device=gpu", "blender.timeout_s=10", "blender.tries=3")
+    assert gpu.resources.gpus == 1.0 and gpu.sample_timeout == 3 * 10 * 3 + 60 and gpu.packages == ("bpy",)
+    multiview = MultiviewStage(load_config(MultiviewConfig, None, ["objects=/x", "blender.device=gpu"]))
+    assert multiview.resources.gpus == 1.0
