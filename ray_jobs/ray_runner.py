@@ -210,6 +210,8 @@ def run_ray(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: boo
                     queue.appendleft(index)
                 else:
                     summary.failed.append(shard_name(index))
+                    for stale in out_dir.glob(f"{shard_name(index)}.*.tmp"):  # what its dead writers left
+                        stale.unlink(missing_ok=True)
                 if not stage.stateless:
                     slot = _Pool.replace(slot)
                     slot.start.remote(stage_ref, job)

@@ -101,6 +101,16 @@ class PassThroughStage(Stage):
         return out
 
 
+class CrashingStage(ProbeStage):
+    """Its worker process dies whenever it meets key k003."""
+    name = "crashing"
+
+    def process_batch(self, records):
+        if any(r["__key__"] == "k003" for r in records):
+            os._exit(1)
+        return super().process_batch(records)
+
+
 def _items(n: int) -> list[dict]:
     return [{"__key__": f"k{i:03d}"} for i in range(n)]
 
@@ -245,3 +255,13 @@ def test_render_stages_declare_a_gpu_only_when_their_config_asks_for_one():
     assert gpu.resources.gpus == 1.0 and gpu.sample_timeout == 3 * 10 * 3 + 60 and gpu.packages == ("bpy",)
     multiview = MultiviewStage(load_config(MultiviewConfig, None, ["objects=/x", "blender.device=gpu"]))
     assert multiview.resources.gpus == 1.0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_shard_whose_workers_keep_dying_is_given_up_and_the_others_finish(gpu_cluster, tmp_path):
+    summary = run_job(CrashingStage(), plan_shards(_items(6), 2), tmp_path, Job(10), RAY)
+    assert summary.failed == ["shard-000001"] and summary.done == 4
+    assert any(line.startswith("FAILED: 1 shards") for line in summary.lines())
+    assert sorted(p.name for p in tmp_path.glob("*.tar")) == ["shard-000000.tar", "shard-000002.tar"]
+    assert not list(tmp_path.glob("*.tmp"))  # no partial shard left behind
