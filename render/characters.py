@@ -1,5 +1,6 @@
 """Loading a rigged character (.glb) into numpy arrays mapped onto the canonical skeleton, and
-posing it: forward kinematics over the node tree, shape keys, and linear-blend skinning.
+posing it: forward kinematics over the node tree, shape keys, and linear-blend skinning. Rigs
+without kp_ landmark nodes get their face landmarks found on the head's own surface.
 A character is loaded once and posed many times; nothing here touches a renderer."""
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from render.bonemap import UnmappableRig, map_bones
 from render.expressions import expression_map
 from render.geometry import euler_xyz, quaternion_to_matrix, rotation_between, transform
 from render.gltf import Glb, GltfError
+from render.landmarks import EyeHints, eye_bones, face_points, says_eye, vrm_eye_nodes
 from render.poses import Pose, joint_rotations
 from render.skeleton import (
     ALIGNED_BONES,
@@ -267,7 +269,7 @@ def _build(glb: Glb, path: Path) -> Character:
     joint_nodes = {joint: by_name[bone] for joint, bone in mapping.items()}
     landmark_nodes = {lm: by_name[f"kp_{lm}"] for lm in LANDMARKS if f"kp_{lm}" in by_name}
 
-    primitives = []
+    primitives, eye_meshes = [], []
     for node in skinned:
         if nodes[node]["skin"] != skin_index:
             continue
@@ -301,6 +303,8 @@ def _build(glb: Glb, path: Path) -> Character:
             uvs = glb.read(attributes["TEXCOORD_0"]).astype(np.float32) if "TEXCOORD_0" in attributes else None
             primitives.append(Primitive(positions, normals, uvs, faces.astype(np.uint32), joints, weights, morphs,
                                         _texture(glb, material), colour))
+            if says_eye(material.get("name", ""), mesh.get("name", ""), nodes[node].get("name", "")):
+                eye_meshes.append(positions[np.unique(faces)])
     if not primitives:
         raise CharacterError(f"{path.name}: the skinned mesh has no primitives")
     head_skin = np.flatnonzero(skin_nodes == joint_nodes["head"])
@@ -310,25 +314,31 @@ def _build(glb: Glb, path: Path) -> Character:
     char = Character(path.stem, str(path), primitives, names, parents, local_rest, skin_nodes, inverse_bind,
                      joint_nodes, landmark_nodes, meta=gltf.get("asset", {}).get("extras", {}).get("pairforge", {}))
     if len(char.landmark_nodes) < len(LANDMARKS):
-        _estimate_landmarks(char)
+        bones = eye_bones(char, [new_index[n] for n in vrm_eye_nodes(gltf)])
+        _estimate_landmarks(char, EyeHints(bones, eye_meshes))
     return char
 
 
-def _estimate_landmarks(char: Character) -> None:
-    """Rigs without ``kp_*`` nodes: place face landmarks on an ellipsoid fitted to the head vertices."""
+def _estimate_landmarks(char: Character, hints: EyeHints | None = None) -> None:
+    """Rigs without ``kp_*`` nodes: crown and chin from the box of the vertices riding rigidly on
+    the head (as the standardized framing expects), nose, eyes and ears on the head's own surface
+    (``face_points``); all ride on the head bone."""
     head = np.vstack([p.positions[np.unique(p.faces[p.head_faces])] for p in char.primitives])
     if len(head) < 10:
         raise CharacterError(f"{Path(char.path).name}: too few vertices follow the head bone to place the face")
     lo, hi = head.min(0), head.max(0)
     centre, size = (lo + hi) / 2, hi - lo
     offsets = face_landmark_offsets(size[1], size[0] / (0.8 * size[1]), size[2] / (0.9 * size[1]))
+    points = {name: centre + offsets[name] for name in ("head_top", "chin")}
+    if any(name not in char.landmark_nodes for name in LANDMARKS if name not in points):
+        points.update(face_points(char, hints or EyeHints()))
     head_node = char.joint_nodes["head"]
     head_global_inv = np.linalg.inv(char.global_rest[head_node])
     names, parents, local = list(char.node_names), list(char.parents), list(char.local_rest)
     for name in LANDMARKS:
         if name in char.landmark_nodes:
             continue
-        world = np.append(centre + offsets[name], 1.0)
+        world = np.append(points[name], 1.0)
         names.append(f"kp_{name}")
         parents.append(head_node)
         local.append(transform(translation=(head_global_inv @ world)[:3]))
