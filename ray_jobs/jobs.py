@@ -20,8 +20,9 @@ from ray_jobs.shardwork import RunSummary, ShardJob, plan_shards
 from render.backends.settings import CHARACTER_SUFFIXES as BLENDER_CHARACTER_SUFFIXES
 from render.config import RenderConfig
 from render.gltf import BINARY_GLTF_SUFFIXES
+from shards.keys import shard_name
 from shards.stage import Stage
-from shards.writer import package_versions
+from shards.writer import package_versions, shard_is_complete
 
 CHARACTER_SUFFIXES = {"pyrender": BINARY_GLTF_SUFFIXES, "fake": BINARY_GLTF_SUFFIXES, "blender": BLENDER_CHARACTER_SUFFIXES}
 RUNNERS = ("ray", "local")
@@ -87,10 +88,22 @@ class RunOptions:
             raise ConfigError("--workers must be >= 1")
 
 
-def plan_while_starting(options: RunOptions, plan):
+def finished_before(shard_dir: Path, config) -> bool:
+    """Whether every shard of the job's last plan in ``shard_dir`` is complete under ``config``."""
+    try:
+        plan = json.loads((Path(shard_dir) / "plan.json").read_text())
+    except (OSError, ValueError):
+        return False
+    digest = config_hash(config)
+    return plan.get("config_hash") == digest and all(
+        shard_is_complete(shard_dir, shard_name(i), digest) for i in range(plan.get("shards", 0)))
+
+
+def plan_while_starting(options: RunOptions, shard_dir: Path, config, plan):
     """``plan()`` on a thread while the runner starts on this one: an embedded Ray takes 3-5 s
-    to start here, and planning the demo (generating its characters) ~1.5 s."""
-    if options.runner != "ray":
+    to start here, and planning the demo (generating its characters) ~1.5 s. A job that is
+    already complete starts no Ray."""
+    if options.runner != "ray" or finished_before(shard_dir, config):
         return plan()
     from concurrent.futures import ThreadPoolExecutor
 
@@ -119,8 +132,8 @@ def run_render(config: RenderConfig, out_dir: str | Path, options: RunOptions = 
 
     out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir / "pairs", options.overwrite)
-    shards = plan_while_starting(options, lambda: plan_shards(plan_items(config, character_files(config, out_dir)),
-                                                               config.samples_per_shard))
+    shards = plan_while_starting(options, out_dir / "pairs", config, lambda: plan_shards(
+        plan_items(config, character_files(config, out_dir)), config.samples_per_shard))
     return run_job(RenderStage(config, log_dir=str(out_dir / "logs")), shards, out_dir / "pairs", config, options)
 
 
@@ -199,7 +212,7 @@ def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, options: 
     out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir, options.overwrite)
     open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
-    shards = plan_while_starting(options, lambda: plan_scenes(pairs_folder(in_dir), config))
+    shards = plan_while_starting(options, out_dir, config, lambda: plan_scenes(pairs_folder(in_dir), config))
     return run_job(RouterSceneStage(config), shards, out_dir, config, options)
 
 

@@ -32,7 +32,7 @@ class RunSummary:
     startup_seconds: float = 0.0  # starting or joining Ray
     setup_seconds: float = 0.0    # of `seconds`, until the first shard began: workers up, stage set up
     runner: str = "local"
-    workers: int = 1
+    workers: int = 0              # Ray workers that ran the shards left (0: none were left)
 
     def add(self, manifest: dict) -> None:
         """Count a finished shard from its manifest."""
@@ -47,7 +47,7 @@ class RunSummary:
         rate = self.done / self.seconds if self.seconds else 0.0
         out = [f"done: {self.done} samples in {self.shards_total} shards "
                f"({self.shards_skipped} already complete, skipped) on the {self.runner} runner"
-               + (f" ({self.workers} workers)" if self.runner == "ray" else "")
+               + (f" ({self.workers} workers)" if self.workers else "")
                + f"; {rate:.1f} samples/s over {self.seconds:.1f} s"
                + (f" (+ {self.startup_seconds:.1f} s starting Ray)" if self.startup_seconds >= 0.05 else "")
                + f"; the first shard began after {self.setup_seconds:.1f} s",
