@@ -110,22 +110,31 @@ def cmd_poses(args) -> int:
         coverage_plot,
         load_motions,
         motion_manifest,
-        unique_poses,
+        pose_library,
         write_pose_table,
     )
 
-    motions, rejects = load_motions(args.motions)
+    motions, rejects = load_motions(args.motions, keep_root=args.root_motion == "keep")
     if not motions:
-        raise FileNotFoundError(f"--motions {args.motions}: no usable motions ({'; '.join(rejects) or 'no .bvh files'})")
-    rows = unique_poses(motions, every=args.every, threshold=args.threshold)
+        raise FileNotFoundError(f"--motions {' '.join(map(str, args.motions))}: no usable motions "
+                                f"({'; '.join(rejects) or 'no motion files'})")
+    rows, report = pose_library(motions, target=args.target, every=args.every, threshold=args.threshold)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     table = write_pose_table(rows, args.out)
     plot = coverage_plot(rows, Path(args.out).with_suffix(".png"))
     library = Path(args.out).with_suffix(".motions.json")
-    library.write_text(json.dumps(motion_manifest(motions, rows), indent=1))
+    manifest = motion_manifest(motions, rows)
+    library.write_text(json.dumps({**manifest, "sampling": report, "rejects": rejects}, indent=1))
     frames = sum(len(m.poses) for m in motions)
     print(f"{len(rows)} unique poses from {frames} frames of {len(motions)} motions -> {table}")
-    for name, n in sorted(Counter(r["motion"] for r in rows).items()):
-        print(f"  {name}: {n}")
+    counts = Counter(r["motion"] for r in rows)
+    for motion in motions:
+        print(f"  {motion.name}: {counts.get(motion.name, 0)} of {len(motion.poses)} frames ({motion.source})")
+    if args.target:
+        print(f"target {args.target}: {'reached' if report['reached'] else 'NOT reached'} "
+              f"({report['found']} unique poses found, sampled at {report['substeps']} sub-frame(s) per frame)")
+        if not report["reached"]:
+            print(f"  {report['reason']}")
     for reason in rejects:
         print(f"  rejected: {reason}")
     print(f"coverage plot: {plot}")
@@ -272,12 +281,19 @@ def build_parser() -> argparse.ArgumentParser:
     router.set_defaults(run=cmd_router)
 
     poses = sub.add_parser("poses", help="unique poses from motions -> a pose table (jsonl) and a coverage plot")
-    poses.add_argument("--motions", default="builtin",
-                       help="a folder of .bvh files and animated .glb characters, or 'builtin' (18 clips)")
+    poses.add_argument("--motions", nargs="+", default=["builtin"],
+                       help="motion folders (.bvh .fbx .glb .vrma; FBX needs the blender extra) and/or 'builtin' "
+                            "for the built-in clips (default builtin)")
     poses.add_argument("--out", required=True, help="the pose table, e.g. poses.jsonl (the plot goes beside it)")
     poses.add_argument("--every", type=int, default=1, help="sample every Nth frame")
     poses.add_argument("--threshold", type=float, default=0.015,
                        help="drop poses within this mean joint distance (in body heights) of a kept one")
+    poses.add_argument("--target", type=int, default=0,
+                       help="pose count to reach: short clips are sampled between frames until it is reached "
+                            "(or the motions give no more); a larger library keeps an even spread of this many")
+    poses.add_argument("--root-motion", choices=("drop", "keep"), default="drop",
+                       help="the hips' translation: dropped (default) or kept as each row's 'root'; poses are "
+                            "root-relative either way")
     poses.set_defaults(run=cmd_poses)
 
     status = sub.add_parser("status", help="how far a job is, from its manifests (running, finished or dead)")

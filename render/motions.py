@@ -1,7 +1,13 @@
-"""Motions on the canonical skeleton: a BVH reader and writer (numpy; any channel order; joints
-mapped by the bone tables), 18 built-in parametric clips so demos and tests need no download,
-and unique poses: frames sampled from clips with near-duplicates dropped, as a pose table with
-motion and frame lineage."""
+"""Motions on the canonical skeleton: readers for BVH (numpy; any channel order and rest pose),
+glTF clips (rigged characters, skeleton-only files and VRM Animation .vrma) and FBX (through the
+Blender worker), a BVH writer, 18 built-in parametric clips so demos and tests need no download,
+and unique poses: frames sampled from clips (sub-frames where a library is short of a target) with
+near-duplicates dropped, as a pose table with motion and frame lineage.
+
+Every reader goes through one path: the file's skeleton (node names, parents, rest matrices)
+becomes a skeleton-only Character, whose rest alignment (render.characters) turns the file's posed
+world rotations into canonical poses, so a T- or an A-rest file, any bone rolls and any naming
+give the same poses."""
 from __future__ import annotations
 
 import json
@@ -26,6 +32,23 @@ class Motion:
     frame_time: float
     poses: list[Pose]  # one canonical pose per frame
     source: str = ""   # the file it came from, or "builtin"
+    expressions: list[dict[str, float]] | None = None  # per frame, canonical expression -> weight (.vrma)
+    root: np.ndarray | None = None  # (F, 3) the hips' translation in metres (pairforge's frame), if the file has one
+
+
+def _skeleton(name: str, names: list[str], parents, local_rest, joint_nodes: dict[str, int]):
+    """A skeleton-only Character (no mesh): its rest alignment and pose_from_world are the ones
+    that pose rigs, so motions are read exactly as characters are posed."""
+    from render.characters import Character
+    return Character(name, "", [], list(names), np.asarray(parents), np.asarray(local_rest, float),
+                     np.zeros(0, int), np.zeros((0, 4, 4)), dict(joint_nodes), {})
+
+
+def _check_required(name: str, joint_nodes: dict[str, int], where: str) -> None:
+    from render.skeleton import REQUIRED_JOINTS
+    missing = [j for j in REQUIRED_JOINTS if j not in joint_nodes]
+    if missing:
+        raise MotionError(f"{name}: not a humanoid skeleton ({where} lacks {', '.join(missing)})")
 
 
 # -- BVH ---------------------------------------------------------------------------------------
@@ -123,7 +146,7 @@ def read_bvh(path: str | Path) -> Motion:
     except UnmappableRig as error:
         raise MotionError(f"{path.name}: joints do not map to the humanoid skeleton: {error}") from None
     axes = _file_axes(names, parents, offsets, mapping)
-    column, per_joint = 0, {}
+    column, local, root = 0, [], None
     for name, chans in zip(names, channels):
         rotation = np.tile(np.eye(3), (frames, 1, 1))
         for k, channel in enumerate(chans):
@@ -131,22 +154,41 @@ def read_bvh(path: str | Path) -> Motion:
                 rotation = rotation @ _axis_rotation(_AXES[channel], data[:, column + k])
             elif not channel.endswith("position"):
                 raise MotionError(f"{path.name}: unknown channel {channel!r} on {name}")
-        per_joint[name] = axes @ rotation @ axes.T  # into our axes
+        if name == mapping["hips"] and all(f"{a}position" in chans for a in "XYZ"):
+            root = data[:, [column + chans.index(f"{a}position") for a in "XYZ"]] @ axes.T
+        local.append(axes @ rotation @ axes.T)  # into our axes
         column += len(chans)
-    poses = []
-    for f in range(frames):
-        pose = {}
-        for joint, bone in mapping.items():
-            angles = euler_xyz(per_joint[bone][f])
-            if np.abs(angles).max() > 1e-6:
-                pose[joint] = [round(float(a), 4) for a in angles]
-        poses.append(pose)
-    return Motion(path.stem, frame_time, poses)
+    # The file's rest (its OFFSETs, joint frames world-aligned) as a skeleton: its alignment to the
+    # canonical T-pose undoes an A-pose or any other rest, as it does for rigs.
+    from render.geometry import transform
+    index = {bone: names.index(bone) for bone in mapping.values()}
+    skeleton = _skeleton(path.stem, names, parents, [transform(translation=axes @ o) for o in offsets],
+                         {joint: index[bone] for joint, bone in mapping.items()})
+    world = np.tile(np.eye(4), (frames, len(names), 1, 1))
+    for n, parent in enumerate(parents):
+        world[:, n, :3, :3] = local[n] if parent < 0 else world[:, parent, :3, :3] @ local[n]
+    poses = [skeleton.pose_from_world(world[f]) for f in range(frames)]
+    return Motion(path.stem, frame_time, poses, root=root)
 
 
-def write_bvh(motion: Motion, path: str | Path, proportions: Proportions = Proportions()) -> Path:
-    """The canonical skeleton (T-pose offsets in metres) and ``motion`` as BVH, ZYX channels."""
-    rest = rest_positions(proportions)
+def write_bvh(motion: Motion, path: str | Path, proportions: Proportions = Proportions(),
+              rest_pose: Pose | None = None) -> Path:
+    """The canonical skeleton (offsets in metres) and ``motion`` as BVH, ZYX channels. The rest is
+    the T-pose, or the canonical skeleton under ``rest_pose`` (e.g. poses.A_POSE: an A-rest file,
+    its channels relative to that rest, as such files ship)."""
+    canonical = rest_positions(proportions)
+    rest = posed_positions(rest_pose, canonical) if rest_pose else canonical
+    if rest_pose:  # the channels of a file at this rest: the same skeleton's alignment, run forwards
+        from render.geometry import transform
+        parents = [JOINTS.index(JOINT_PARENTS[j]) if JOINT_PARENTS[j] else -1 for j in JOINTS]
+        local = [transform(translation=rest[j] - (rest[JOINT_PARENTS[j]] if JOINT_PARENTS[j] else 0)) for j in JOINTS]
+        skeleton = _skeleton("rest", list(JOINTS), parents, local, {j: i for i, j in enumerate(JOINTS)})
+        file_poses = []
+        for pose in motion.poses:
+            world = skeleton.node_globals(pose)[:, :3, :3]
+            file_poses.append({j: list(euler_xyz(world[i] if parents[i] < 0 else world[parents[i]].T @ world[i]))
+                               for i, j in enumerate(JOINTS)})
+        motion = Motion(motion.name, motion.frame_time, file_poses)
     children = {j: [c for c in JOINTS if JOINT_PARENTS[c] == j] for j in JOINTS}
     lines = ["HIERARCHY"]
 
@@ -293,22 +335,85 @@ def pose_signature(pose: Pose, rest: dict[str, np.ndarray]) -> np.ndarray:
     return np.concatenate([positions[j] - hips for j in JOINTS]) / Proportions().height
 
 
-def unique_poses(motions: list[Motion], every: int = 1, threshold: float = 0.015) -> list[dict]:
-    """Frames (every ``every``-th) of all motions, dropping any whose joints all lie within
-    ``threshold`` heights (mean distance) of a pose already kept. Rows keep motion and frame."""
+def _blend(a: Pose, b: Pose, w: float) -> Pose:
+    """A pose between two frames: each joint's rotation interpolated along the shorter arc."""
+    from render.geometry import matrix_to_quaternion, quaternion_to_matrix, rotation_xyz
+    out = {}
+    for joint in set(a) | set(b):
+        qa = matrix_to_quaternion(rotation_xyz(a.get(joint, (0, 0, 0))))
+        qb = matrix_to_quaternion(rotation_xyz(b.get(joint, (0, 0, 0))))
+        angles = euler_xyz(quaternion_to_matrix(_slerp(qa, qb, w)))
+        if np.abs(angles).max() > 1e-4:
+            out[joint] = [round(float(x), 4) for x in angles]
+    return out
+
+
+def _candidates(motion: Motion, every: int, substeps: int):
+    """(frame, pose) to sample from a motion: every ``every``-th frame, and ``substeps - 1``
+    interpolated sub-frames between it and the next frame (frame is then fractional)."""
+    for frame in range(0, len(motion.poses), every):
+        yield frame, motion.poses[frame]
+        if frame + 1 < len(motion.poses):
+            for k in range(1, substeps):
+                yield round(frame + k / substeps, 4), _blend(motion.poses[frame], motion.poses[frame + 1], k / substeps)
+
+
+def unique_poses(motions: list[Motion], every: int = 1, threshold: float = 0.015, substeps: int = 1) -> list[dict]:
+    """Frames (every ``every``-th, with ``substeps - 1`` interpolated sub-frames after each) of all
+    motions, dropping any whose joints all lie within ``threshold`` heights (mean distance) of a
+    pose already kept. Rows keep motion and frame (and the frame's expression and root, if any)."""
     rest = rest_positions(Proportions())
-    kept, signatures = [], []
+    kept, signatures, count = [], np.empty((256, len(JOINTS), 3)), 0
     for motion in motions:
-        for frame in range(0, len(motion.poses), every):
-            pose = motion.poses[frame]
-            signature = pose_signature(pose, rest)
-            if signatures:
-                distances = np.abs(np.array(signatures) - signature).reshape(len(signatures), -1, 3)
-                if (np.linalg.norm(distances, axis=2).mean(1) < threshold).any():
-                    continue
-            signatures.append(signature)
-            kept.append({"pose_id": len(kept), "motion": motion.name, "frame": frame, "pose": pose})
+        for frame, pose in _candidates(motion, every, substeps):
+            signature = pose_signature(pose, rest).reshape(len(JOINTS), 3)
+            if count and (np.linalg.norm(signatures[:count] - signature, axis=2).mean(1) < threshold).any():
+                continue
+            if count == len(signatures):
+                signatures = np.concatenate([signatures, np.empty_like(signatures)])
+            signatures[count] = signature
+            count += 1
+            row = {"pose_id": len(kept), "motion": motion.name, "frame": frame, "pose": pose}
+            nearest = min(int(round(frame)), len(motion.poses) - 1)
+            if motion.expressions and motion.expressions[nearest]:
+                row["expression"] = motion.expressions[nearest]
+            if motion.root is not None:
+                row["root"] = [round(float(x), 5) for x in motion.root[nearest]]
+            kept.append(row)
     return kept
+
+
+MAX_SUBSTEPS = 16
+
+
+def pose_library(motions: list[Motion], target: int = 0, every: int = 1, threshold: float = 0.015
+                 ) -> tuple[list[dict], dict]:
+    """Unique poses across ``motions`` towards ``target`` (0: all there are at every frame). While
+    short of the target, frames are sampled more densely (2, 4, ... up to MAX_SUBSTEPS sub-frames
+    interpolated between frames) until the target is reached or denser sampling stops adding
+    poses; above it, an even spread of ``target`` rows is kept (renumbered). The report says how
+    dense the sampling was and whether the target was reached, and if not, why."""
+    substeps = 1
+    rows = unique_poses(motions, every, threshold, substeps)
+    saturated = False
+    while target and len(rows) < target and substeps < MAX_SUBSTEPS:
+        denser = unique_poses(motions, every, threshold, substeps * 2)
+        substeps *= 2
+        if len(denser) < len(rows) * 1.02 + 1:  # interpolation adds (almost) nothing new
+            rows, saturated = max(rows, denser, key=len), True
+            break
+        rows = denser
+    found = len(rows)
+    if target and len(rows) > target:
+        keep = np.unique(np.linspace(0, len(rows) - 1, target).round().astype(int))
+        rows = [{**rows[i], "pose_id": n} for n, i in enumerate(keep)]
+    report = {"target": target, "found": found, "kept": len(rows), "substeps": substeps, "threshold": threshold,
+              "reached": not target or found >= target}
+    if not report["reached"]:
+        why = "denser sampling adds no new poses" if saturated else f"sampling at {substeps} sub-frames per frame"
+        report["reason"] = (f"the motions give {found} unique poses at threshold {threshold} ({why}), short of the "
+                            f"target {target}: add motions or lower --threshold")
+    return rows, report
 
 
 def write_pose_table(rows: list[dict], path: str | Path) -> Path:
@@ -324,25 +429,100 @@ def read_pose_table(path: str | Path) -> list[dict]:
     return rows
 
 
-def load_motions(folder: str | Path | None) -> tuple[list[Motion], list[str]]:
-    """The built-in clips (folder None or "builtin"), or every .bvh and animated .glb under a
-    folder; returns the motions (each with its ``source``) and the reasons of the files rejected."""
-    if folder in (None, "builtin"):
-        motions = [builtin_motion(name) for name in CLIPS]
-        for motion in motions:
-            motion.source = "builtin"
-        return motions, []
-    motions, rejects = [], []
-    for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in (".bvh", ".glb")):
-        try:
-            found = [read_bvh(path)] if path.suffix.lower() == ".bvh" else read_gltf_animations(path)
-        except MotionError as error:
-            rejects.append(str(error))
-            continue
-        for motion in found:
-            motion.source = str(path)
-        motions += found
+MOTION_SUFFIXES = (".bvh", ".fbx", ".glb", ".vrma", ".vrm")
+
+
+def read_fbx_motion(path: str | Path, backend=None) -> Motion:
+    """An animated FBX (Mixamo's ``mixamorig:`` rigs and others, with or without a mesh) -> a
+    canonical Motion, read by bpy's FBX importer in a Blender worker process (``backend``, a
+    BlenderBackend; one is started and closed here if not given). The hips' translation is kept
+    in ``root``; the poses are root-relative."""
+    from render.backends.blender_backend import BlenderBackend
+    from render.characters import CharacterError
+    path = Path(path)
+    own = backend is None
+    if own:
+        from render.backends.settings import BlenderSettings
+        backend = BlenderBackend(BlenderSettings(engine="BLENDER_WORKBENCH", device="cpu"))
+    try:
+        reply = backend.read_motion(path)
+    except CharacterError as error:
+        raise MotionError(str(error).split(" (log ")[0]) from None
+    finally:
+        if own:
+            backend.close()
+    names, parents = list(reply["bones"]), np.asarray(reply["parents"])
+    rest, world = np.asarray(reply["rest"], float), np.asarray(reply["world"], float)
+    if not len(world):
+        raise MotionError(f"{path.name}: empty animation (no frames)")
+    try:
+        mapping = map_bones(names)
+    except UnmappableRig as error:
+        raise MotionError(f"{path.name}: not a humanoid skeleton ({error})") from None
+    local = np.stack([r if p < 0 else np.linalg.inv(rest[p]) @ r for r, p in zip(rest, parents)])
+    skeleton = _skeleton(path.stem, names, parents, local, {j: names.index(b) for j, b in mapping.items()})
+    poses = [skeleton.pose_from_world(w) for w in world]
+    fps = float(reply.get("fps") or 30.0)
+    return Motion(path.stem, 1.0 / fps, poses, root=world[:, names.index(mapping["hips"]), :3, 3].copy())
+
+
+def load_motions(folders, keep_root: bool = False) -> tuple[list[Motion], list[str]]:
+    """Motions from ``folders`` (one or a list): "builtin" (or None) is the built-in clips, a
+    folder is every .bvh, .fbx, animated .glb/.vrm and .vrma under it. Returns the motions (each
+    with its ``source``; names made unique) and the reasons of the files rejected, which never stop
+    the others. ``keep_root``: keep the hips' translation (``Motion.root``), else drop it."""
+    if folders is None or isinstance(folders, (str, Path)):
+        folders = [folders]
+    motions, rejects, backend = [], [], None
+    try:
+        for folder in folders:
+            if folder in (None, "builtin"):
+                for name in CLIPS:
+                    motion = builtin_motion(name)
+                    motion.source = "builtin"
+                    motions.append(motion)
+                continue
+            if not Path(folder).is_dir():
+                rejects.append(f"{folder}: no such folder")
+                continue
+            for path in sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in MOTION_SUFFIXES):
+                try:
+                    if path.suffix.lower() == ".bvh":
+                        found = [read_bvh(path)]
+                    elif path.suffix.lower() == ".fbx":
+                        if backend is None:
+                            backend = _fbx_backend()
+                        found = [read_fbx_motion(path, backend)]
+                    else:
+                        found = read_gltf_animations(path)
+                except MotionError as error:
+                    rejects.append(str(error))
+                    continue
+                except Exception as error:  # Blender missing or failing: the file's reject, not the run's end
+                    if path.suffix.lower() != ".fbx":
+                        raise
+                    rejects.append(f"{path.name}: FBX needs the Blender worker ({type(error).__name__}: {error})")
+                    continue
+                for motion in found:
+                    motion.source = str(path)
+                motions += found
+    finally:
+        if backend is not None:
+            backend.close()
+    seen: dict[str, int] = {}
+    for motion in motions:
+        seen[motion.name] = seen.get(motion.name, 0) + 1
+        if seen[motion.name] > 1:
+            motion.name = f"{motion.name}-{seen[motion.name]}"
+        if not keep_root:
+            motion.root = None
     return motions, rejects
+
+
+def _fbx_backend():
+    from render.backends.blender_backend import BlenderBackend
+    from render.backends.settings import BlenderSettings
+    return BlenderBackend(BlenderSettings(engine="BLENDER_WORKBENCH", device="cpu", recycle_after=1000))
 
 
 def motion_manifest(motions: list[Motion], rows: list[dict]) -> dict:
@@ -401,48 +581,164 @@ def _slerp(q0: np.ndarray, q1: np.ndarray, w: float) -> np.ndarray:
     return q / np.linalg.norm(q)
 
 
+# VRM 1.0 humanoid bone names (VRMC_vrm and VRMC_vrm_animation) -> canonical joints; the others
+# (upperChest, fingers, eyes, jaw) are left out and ride along between the mapped ones.
+VRM_HUMAN_BONES = {"hips": "hips", "spine": "spine", "chest": "chest", "neck": "neck", "head": "head",
+                   **{f"{side}{part}": f"{side}_{joint}" for side in ("left", "right") for part, joint in (
+                       ("Shoulder", "shoulder"), ("UpperArm", "upper_arm"), ("LowerArm", "lower_arm"), ("Hand", "hand"),
+                       ("UpperLeg", "upper_leg"), ("LowerLeg", "lower_leg"), ("Foot", "foot"), ("Toes", "toes"))}}
+# VRM expression presets -> canonical expressions (render.expressions); several presets average.
+VRM_EXPRESSIONS = {"happy": ("smile",), "aa": ("mouth_open",), "blink": ("eyes_closed",),
+                   "blinkLeft": ("eyes_closed",), "blinkRight": ("eyes_closed",)}
+GLTF_MOTION_SUFFIXES = (".glb", ".vrma", ".vrm")
+
+
+def _node_tree(nodes: list[dict], name: str) -> tuple[list[int], np.ndarray]:
+    """glTF node order made parents-first: (file index of each, parent position or -1)."""
+    parent = {child: i for i, n in enumerate(nodes) for child in n.get("children", [])}
+    order, placed = [], set()
+    for i in range(len(nodes)):
+        chain = [i]
+        while chain[-1] in parent and parent[chain[-1]] not in placed:
+            if parent[chain[-1]] in chain:
+                raise MotionError(f"{name}: the node hierarchy has a cycle at node {i}")
+            chain.append(parent[chain[-1]])
+        for node in reversed(chain):
+            if node not in placed:
+                placed.add(node)
+                order.append(node)
+    at = {old: new for new, old in enumerate(order)}
+    return order, np.array([at[parent[i]] if i in parent else -1 for i in order])
+
+
+def _sample_track(times: np.ndarray, values: np.ndarray, interpolation: str, at: np.ndarray,
+                  quaternion: bool) -> np.ndarray:
+    """A glTF sampler's values at times ``at`` (LINEAR: nlerp for quaternions; STEP; CUBICSPLINE
+    keyed values, interpolated linearly)."""
+    if interpolation == "CUBICSPLINE":
+        values = values[1::3]
+    k = np.clip(np.searchsorted(times, at, side="right") - 1, 0, len(times) - 1)
+    nxt = np.minimum(k + 1, len(times) - 1)
+    span = np.where(nxt > k, times[nxt] - times[k], 1.0)
+    w = np.where(nxt > k, np.clip((at - times[k]) / span, 0, 1), 0.0)[:, None]
+    if interpolation == "STEP":
+        w = np.zeros_like(w)
+    a, b = values[k], values[nxt]
+    if quaternion:
+        b = np.where(((a * b).sum(1) < 0)[:, None], -b, b)
+        q = (1 - w) * a + w * b
+        return q / np.linalg.norm(q, axis=1, keepdims=True)
+    return (1 - w) * a + w * b
+
+
 def read_gltf_animations(path: str | Path, fps: float = 30.0) -> list[Motion]:
-    """The animation clips of a rigged .glb -> canonical Motions (the rig's rest pose, bone rolls
-    and naming are undone by the same mapping that poses it)."""
-    from render.characters import CharacterError, load_character
+    """The animation clips of a .glb/.vrm/.vrma -> canonical Motions. A rigged character, a
+    skeleton-only glTF and a VRM Animation file all work: bones map through the
+    VRMC_vrm_animation humanBones table when the file has one (it wins over names), else through
+    the bone-name tables (the skin's joints, or every node without a skin); the rest pose, bone
+    rolls and naming are undone by the alignment that poses rigs. VRM expression tracks
+    (``expressions.preset``, weight = the node's x translation) become canonical expressions."""
     from render.geometry import quaternion_to_matrix
     from render.gltf import Glb, GltfError
 
     path = Path(path)
     try:
-        char = load_character(path)
-        glb = Glb.load(path)
-    except (CharacterError, GltfError) as error:
-        raise MotionError(f"{path.name}: {error}") from None
-    index = {name: i for i, name in enumerate(char.node_names)}
-    motions = []
-    for number, animation in enumerate(glb.gltf.get("animations", [])):
-        tracks = {}
-        for channel in animation["channels"]:
-            target = channel["target"]
-            if target.get("path") != "rotation" or "node" not in target:
+        glb = Glb(path.read_bytes(), path.name)  # .vrma is binary glTF too, whatever its suffix
+        gltf = glb.gltf
+        nodes = gltf.get("nodes", [])
+        order, parents = _node_tree(nodes, path.name)
+        position = {old: new for new, old in enumerate(order)}
+        names = [nodes[i].get("name", f"node{i}") for i in order]
+        local_rest = np.stack([_node_matrix(nodes[i]) for i in order]) if order else np.zeros((0, 4, 4))
+        vrma = gltf.get("extensions", {}).get("VRMC_vrm_animation")
+        if vrma is not None:
+            human = vrma.get("humanoid", {}).get("humanBones", {})
+            joint_nodes = {VRM_HUMAN_BONES[bone]: position[entry["node"]] for bone, entry in human.items()
+                           if bone in VRM_HUMAN_BONES}
+            _check_required(path.name, joint_nodes, "the VRMC_vrm_animation humanBones table")
+            presets = vrma.get("expressions", {}).get("preset", {})
+            expression_nodes = {name: entry["node"] for name, entry in presets.items() if name in VRM_EXPRESSIONS}
+        else:
+            candidates = [position[j] for skin in gltf.get("skins", [])[:1] for j in skin["joints"]] \
+                or list(range(len(order)))
+            try:
+                mapping = map_bones([names[n] for n in candidates])
+            except UnmappableRig as error:
+                raise MotionError(f"{path.name}: not a humanoid skeleton ({error})") from None
+            by_name = {names[n]: n for n in candidates}
+            joint_nodes = {joint: by_name[bone] for joint, bone in mapping.items()}
+            expression_nodes = {}
+        skeleton = _skeleton(path.stem, names, parents, local_rest, joint_nodes)
+        animations = gltf.get("animations", [])
+        if not animations:
+            raise MotionError(f"{path.name}: empty animation (the file has no animation clips)")
+        motions, empty = [], []
+        for number, animation in enumerate(animations):
+            clip = animation.get("name") or f"{path.stem}-{number}"
+            rotations, translations = {}, {}
+            for channel in animation.get("channels", []):
+                target = channel.get("target", {})
+                if "node" not in target or target.get("path") not in ("rotation", "translation"):
+                    continue
+                sampler = animation["samplers"][channel["sampler"]]
+                times = glb.read(sampler["input"]).astype(float).reshape(-1)
+                values = glb.read(sampler["output"]).astype(float)
+                if not len(times) or not len(values):
+                    continue
+                track = (times, values, sampler.get("interpolation", "LINEAR"))
+                (rotations if target["path"] == "rotation" else translations)[target["node"]] = track
+            if not any(position[node] in joint_nodes.values() for node in rotations):
+                empty.append(clip)
                 continue
-            sampler = animation["samplers"][channel["sampler"]]
-            name = glb.gltf["nodes"][target["node"]].get("name", f"node{target['node']}")
-            tracks[index[name]] = (glb.read(sampler["input"]).astype(float), glb.read(sampler["output"]).astype(float))
-        if not tracks:
-            continue
-        end = max(times[-1] for times, _ in tracks.values())
-        poses = []
-        for t in np.arange(0.0, end + 1e-9, 1.0 / fps):
-            local = char.local_rest.copy()
-            for node, (times, quats) in tracks.items():
-                k = int(np.clip(np.searchsorted(times, t, side="right") - 1, 0, len(times) - 1))
-                nxt = min(k + 1, len(times) - 1)
-                w = 0.0 if nxt == k else float(np.clip((t - times[k]) / (times[nxt] - times[k]), 0, 1))
-                scale = np.cbrt(abs(np.linalg.det(local[node][:3, :3])))
-                local[node][:3, :3] = quaternion_to_matrix(_slerp(quats[k], quats[nxt], w)) * scale
-            world = np.empty_like(local)
-            for n in range(len(local)):
-                world[n] = local[n] if char.parents[n] < 0 else world[char.parents[n]] @ local[n]
-            poses.append(char.pose_from_world(world))
-        motions.append(Motion(animation.get("name", f"{path.stem}-{number}"), 1.0 / fps, poses))
-    return motions
+            end = max(times[-1] for times, _, _ in [*rotations.values(), *translations.values()])
+            at = np.arange(int(np.floor(end * fps + 1e-3)) + 1) / fps  # float32 key times: no lost last frame
+            world = np.tile(local_rest, (len(at), 1, 1, 1))
+            for node, (times, values, how) in rotations.items():
+                n = position[node]
+                scale = np.cbrt(abs(np.linalg.det(local_rest[n][:3, :3])))
+                for f, q in enumerate(_sample_track(times, values, how, at, True)):
+                    world[f, n, :3, :3] = quaternion_to_matrix(q) * scale
+            for n in range(len(order)):
+                if parents[n] >= 0:
+                    world[:, n] = world[:, parents[n]] @ world[:, n]
+            poses = [skeleton.pose_from_world(w) for w in world]
+            expressions = None
+            if expression_nodes:
+                weights: dict[str, list[np.ndarray]] = {}
+                for preset, node in expression_nodes.items():
+                    if node in translations:
+                        times, values, how = translations[node]
+                        for canonical in VRM_EXPRESSIONS[preset]:
+                            weights.setdefault(canonical, []).append(
+                                np.clip(_sample_track(times, values, how, at, False)[:, 0], 0.0, 1.0))
+                mean = {name: np.mean(tracks, axis=0) for name, tracks in weights.items()}
+                expressions = [{name: round(float(w[f]), 4) for name, w in mean.items() if w[f] > 1e-4}
+                               for f in range(len(at))]
+            hips = order[joint_nodes["hips"]]
+            root = None
+            if hips in translations:
+                times, values, how = translations[hips]
+                root = _sample_track(times, values, how, at, False)
+            motions.append(Motion(clip, 1.0 / fps, poses, expressions=expressions, root=root))
+        if not motions:
+            raise MotionError(f"{path.name}: empty animation (no clip turns a mapped bone: {', '.join(empty)})")
+        return motions
+    except MotionError:
+        raise
+    except GltfError as error:  # its message names the file already
+        raise MotionError(str(error) if str(error).startswith(path.name) else f"{path.name}: {error}") from None
+    except OSError as error:
+        raise MotionError(f"{path.name}: cannot read ({error.strerror or error})") from None
+    except (KeyError, IndexError, TypeError, ValueError) as error:
+        raise MotionError(f"{path.name}: malformed glTF ({type(error).__name__}: {error})") from None
+
+
+def _node_matrix(node: dict) -> np.ndarray:
+    from render.geometry import quaternion_to_matrix, transform
+    if "matrix" in node:
+        return np.asarray(node["matrix"], float).reshape(4, 4).T
+    m = transform(quaternion_to_matrix(node.get("rotation", (0, 0, 0, 1))), node.get("translation", (0, 0, 0)))
+    return m @ np.diag([*node.get("scale", (1, 1, 1)), 1.0])
 
 
 def add_gltf_animation(glb_path: str | Path, motion: Motion, out_path: str | Path) -> Path:

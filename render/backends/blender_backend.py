@@ -307,6 +307,13 @@ class BlenderBackend:
         return {"camera": camera_pose.tolist(), "focal_px": float(fpx), "resolution": list(resolution),
                 "lights": lights, "ambient": float(ambient)}
 
+    # --- motions (FBX) -----------------------------------------------------------------------------
+    def read_motion(self, path: str | Path) -> dict:
+        """An animated armature (.fbx) sampled by the worker: ``bones``, ``parents``, ``fps`` and
+        arrays ``rest`` (B, 4, 4) and ``world`` (F, B, 4, 4) in pairforge's frame (render.motions
+        turns them into canonical poses). CharacterError says why a file cannot be used."""
+        return self._load("load_motion", Path(path).resolve())
+
     # --- static objects (multi-view renders) -----------------------------------------------------
     def open_object(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
         """Import a mesh asset; returns its bounding box (min, max) in pairforge's frame."""

@@ -265,6 +265,51 @@ class BlenderWorker:
         material.node_tree.links.new(colour.outputs["Color"], nodes["Principled BSDF"].inputs["Base Color"])
         return material
 
+    # --- motions ------------------------------------------------------------------------------
+    def op_load_motion(self, path: str) -> tuple[dict, dict]:
+        """An animated armature (FBX, with or without a mesh) sampled at every frame of its action:
+        bone names and parents (parents first), rest and posed world matrices in pairforge's frame.
+        The numpy side (render.motions) maps and aligns them like any rig."""
+        self._reset()
+        bpy, file = self.bpy, Path(path)
+        if not file.is_file():
+            raise AssetError(f"{file.name}: no such file")
+        if file.suffix.lower() != ".fbx" or file.stat().st_size == 0:
+            raise AssetError(f"{file.name}: Blender reads motions from non-empty .fbx files here")
+        before = set(bpy.data.objects)
+        try:
+            result = bpy.ops.import_scene.fbx(filepath=str(file), use_anim=True)
+        except Exception as error:  # an importer of untrusted files fails in every way
+            lines = str(error).strip().splitlines() or [type(error).__name__]
+            raise AssetError(f"{file.name}: Blender cannot import it ({lines[-1]})") from None
+        if "FINISHED" not in result:
+            raise AssetError(f"{file.name}: Blender's importer gave up ({', '.join(result)})")
+        armatures = [o for o in bpy.data.objects if o not in before and o.type == "ARMATURE"]
+        if not armatures:
+            raise AssetError(f"{file.name}: no skeleton in the file (a motion needs an armature)")
+        animated = [a for a in armatures if a.animation_data and a.animation_data.action]
+        if not animated:
+            raise AssetError(f"{file.name}: empty animation (the armature has no action)")
+        arm = max(animated, key=lambda a: len(a.data.bones))
+        start, end = (int(round(f)) for f in arm.animation_data.action.frame_range)
+        bones = self._parents_first(arm.data.bones)
+        index = {b.name: i for i, b in enumerate(bones)}
+        to_ours = np.linalg.inv(Y_UP_TO_Z_UP)
+        scene = bpy.context.scene
+        scene.frame_set(start)
+        arm_world = to_ours @ _matrix(arm.matrix_world)
+        rest = np.stack([arm_world @ _matrix(b.matrix_local) for b in bones])
+        world = np.empty((end - start + 1, len(bones), 4, 4))
+        for f in range(start, end + 1):
+            scene.frame_set(f)
+            arm_world = to_ours @ _matrix(arm.matrix_world)
+            for b in bones:
+                world[f - start, index[b.name]] = arm_world @ _matrix(arm.pose.bones[b.name].matrix)
+        return ({"bones": [b.name for b in bones], "parents": [index[b.parent.name] if b.parent else -1 for b in bones],
+                 "fps": scene.render.fps / scene.render.fps_base, "meshes": sum(o.type == "MESH" for o in
+                                                                                bpy.data.objects if o not in before)},
+                {"rest": rest, "world": world})
+
     # --- rendering ----------------------------------------------------------------------------
     def _pose(self, skin: dict[str, list[float]]) -> None:
         """Pose bones so that each bone's skinning matrix equals the requested one (pairforge's
