@@ -2,10 +2,12 @@
 a cluster joined by address. Each job runs in its own process, as users run them."""
 import os
 import random
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -101,15 +103,21 @@ def test_worker_death_failing_and_hanging_samples(local_run, tmp_path):
 @pytest.mark.timeout(600)  # starts and stops a Ray head (up to 120 s each) around two whole jobs
 def test_joining_a_cluster_by_address(local_run, tmp_path):
     # A head on this machine, reached over loopback only (Ray otherwise swaps 127.0.0.1 for the
-    # machine's outward address), with Ray's token authentication on both sides.
-    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    # machine's outward address), with Ray's token authentication on both sides (a token is made
+    # if this machine has none yet). The head is this test's own `ray start --block` process,
+    # stopped by SIGTERM: `ray stop` would stop every Ray of the machine.
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    subprocess.run([str(BIN / "ray"), "get-auth-token", "--generate"], check=True, capture_output=True,
+                   timeout=120, env=env)
+    env["RAY_AUTH_MODE"] = "token"
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    subprocess.run([str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-                    "--node-ip-address=127.0.0.1",
-                    "--include-dashboard=false", "--disable-usage-stats"],
-                   check=True, capture_output=True, timeout=120, env=env)
+    temp_dir = tempfile.mkdtemp(prefix="pfray-", dir="/tmp")  # short: Ray's socket paths live in it
+    head = subprocess.Popen([str(BIN / "ray"), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--node-ip-address=127.0.0.1", "--include-dashboard=false", "--disable-usage-stats",
+                             f"--temp-dir={temp_dir}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
     try:
         result = pairforge("render", "--out", str(tmp_path / "joined"), "--address", f"127.0.0.1:{port}", *SMALL,
                            env=env)
@@ -118,5 +126,11 @@ def test_joining_a_cluster_by_address(local_run, tmp_path):
         result = pairforge("render", "--out", str(tmp_path / "embedded"), *SMALL, env=env)
         assert "on the ray runner" in result.stdout
     finally:
-        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        head.send_signal(signal.SIGTERM)  # `ray start --block` stops the processes it started
+        try:
+            head.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait()
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert shard_bytes(tmp_path / "joined") == shard_bytes(tmp_path / "embedded") == shard_bytes(local_run)
