@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from render.compositing.backgrounds import draw_background, open_backgrounds
+from render.compositing.backgrounds import draw_background
 from render.compositing.composite import CompositeConfig, Placement, alpha_box, composite
+from render.compositing.stage import OnBackgrounds
 from shards.encoding import encode_jpeg, encode_png
 from shards.keys import sample_seed
 from shards.reader import iter_shard
 from shards.schema import ROUTER_SAMPLE
-from shards.stage import Resources, Stage, each_or_reject
+from shards.stage import each_or_reject
 
 
 @dataclass(frozen=True)
@@ -105,22 +106,10 @@ def plan_scenes(pairs_dir, config: SceneConfig) -> list[list[dict]]:
     return [items[i:i + config.scenes_per_shard] for i in range(0, len(items), config.scenes_per_shard)]
 
 
-class RouterSceneStage(Stage):
-    """Work items name the 2-4 pair records of a scene (``inputs``); the runner reads them, with
-    the source image and json decoded."""
+class RouterSceneStage(OnBackgrounds):
+    """Work items name the 2-4 pair records of a scene (``inputs``); the runner reads them."""
     name = "router-scenes"
     schema = ROUTER_SAMPLE
-    resources = Resources(cpus=1.0, memory_mb=1000)  # as the composite stage, whose workers it then reuses
-    decodes = frozenset({"src.png", "json"})
-    packages = ("opencv-python-headless",)
-
-    def __init__(self, config: SceneConfig):
-        self.config = config
-        self.batch_size = config.batch_size
-        self._backgrounds = None
-
-    def setup(self) -> None:
-        self._backgrounds = open_backgrounds(self.config)
 
     def process_batch(self, items: list[dict]) -> list[dict]:
         return each_or_reject(self.name, items, self._scene)

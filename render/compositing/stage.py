@@ -47,20 +47,26 @@ def plan_composite_items(input_dir: Path, seed: int) -> list[list[dict]]:
     return shards
 
 
-class CompositeStage(Stage):
-    name = "composite"
-    schema = COMPOSITED_PAIR
+class OnBackgrounds(Stage):
+    """What the stages that place source renders on backgrounds share (this one and the router
+    scenes): the source image and json decoded, the backgrounds opened once per worker, and the
+    same resources, so that consecutive stages of a job run on the same Ray workers."""
     resources = Resources(cpus=1.0, memory_mb=1000)
     decodes = frozenset({"src.png", "json"})
     packages = ("opencv-python-headless",)
 
-    def __init__(self, config: CompositeJobConfig):
+    def __init__(self, config):
         self.config = config
         self.batch_size = config.batch_size
         self._backgrounds = None
 
     def setup(self) -> None:
         self._backgrounds = open_backgrounds(self.config)
+
+
+class CompositeStage(OnBackgrounds):
+    name = "composite"
+    schema = COMPOSITED_PAIR
 
     def process_batch(self, items: list[dict]) -> list[dict]:
         return each_or_reject(self.name, items, self._composite)
