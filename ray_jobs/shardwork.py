@@ -14,7 +14,7 @@ from pathlib import Path
 
 from shards.keys import shard_name
 from shards.reader import ShardError, decode_member, iter_shard
-from shards.stage import Stage, StageUnavailable, reject_reason, rejected
+from shards.stage import Stage, reject_reason, rejected
 from shards.writer import ShardWriter, read_manifest, shard_is_complete
 
 
@@ -192,8 +192,13 @@ class InputShards:
         raw = self._shards[path].get(key)
         if raw is None:
             raise ShardError(f"{path}: no record {key!r}")
-        return {m: decode_member(m, data) if m in decodes else data for m, data in raw.items() if m != "__key__"} \
-            | {"__key__": key}
+        record = dict(raw)
+        for member in decodes & set(raw):
+            try:
+                record[member] = decode_member(member, raw[member])
+            except Exception as error:  # a corrupt member is a corrupt input, named
+                raise ShardError(f"{path}: member {key}.{member} does not decode: {error}") from error
+        return record
 
 
 @dataclass(frozen=True)

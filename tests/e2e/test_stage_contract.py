@@ -212,13 +212,17 @@ def test_input_records_arrive_decoded_where_asked_and_pass_through_byte_for_byte
         for i in range(5):
             image = rng.integers(0, 255, (8, 6, 3), dtype=np.uint8)
             writer.write({"__key__": f"k{i:03d}", "img.png": encode_png(image), "json": json.dumps({"n": i})})
+        writer.write({"__key__": "k005", "img.png": encode_png(image), "json": b"{broken"})  # does not decode
     path = str(source / "shard-000000.tar")
     items = [{"__key__": f"k{i:03d}", "inputs": [[path, f"k{i:03d}"]]} for i in range(5)]
+    items.append({"__key__": "k005", "inputs": [[path, "k005"]]})
     items.append({"__key__": "k099", "inputs": [[path, "k099"]]})  # names a record the shard lacks
     out = tmp_path / "out"
     summary = run_job(PassThroughStage(), [items], out, Job(9), RunOptions(runner=runner, progress=False))
-    assert summary.done == 5 and summary.reasons == {"input": 1}
-    before = {r["__key__"]: r["img.png"] for r in iter_shard(path, decode=False)}
+    assert summary.done == 5 and summary.reasons == {"input": 2}
+    errors = sorted(r["error"] for r in read_manifest(out, "shard-000000")["rejects"])
+    assert "k005.json does not decode" in errors[0] and "no record 'k099'" in errors[1]
+    before = {r["__key__"]: r["img.png"] for r in iter_shard(path, decode=False) if r["__key__"] != "k005"}
     after = {r["__key__"]: r for r in iter_shard(out / "shard-000000.tar", decode=False)}
     assert {k: r["img.png"] for k, r in after.items()} == before
     assert [json.loads(r["json"])["seen"] for r in after.values()] == [0, 1, 2, 3, 4]
