@@ -51,9 +51,13 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
     try:
         summaries["router"] = run_router_scenes(scene_config, out, out / "router", options)
         scenes_summary = "\n".join(summaries["router"].lines())
-        scene_sheet = write_router_sheet(out / "router", out / "router_sheet.png")
     except NotEnoughSubjects as error:
-        scenes_summary, scene_sheet = f"skipped: {error}", "none"
+        scenes_summary = f"skipped: {error}"
+    stopping = None
+    if options.runner == "ray":  # the rest needs no Ray: stop it meanwhile
+        from ray_jobs.ray_runner import shutdown_in_background
+        stopping = shutdown_in_background()
+    scene_sheet = write_router_sheet(out / "router", out / "router_sheet.png") if "router" in summaries else "none"
     sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
     composite_sheet = write_composite_sheet(out / "pairs", out / "composited", out / "composite_sheet.png")
     report = inspect_dataset(out)
@@ -62,5 +66,7 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
              f"contact sheets: {sheet} (pairs), {composite_sheet} (composites), {scene_sheet} (router scenes)",
              f"configs: {out / 'config.yaml'}, {out / 'composited' / 'config.yaml'}, {out / 'router' / 'config.yaml'}",
              f"inspect: {'OK' if report.ok else 'FAILED'} ({report.records} records); run `pairforge inspect {out}`"]
+    if stopping is not None:
+        stopping.join()
     failed = any(summary.failed for summary in summaries.values())
     return DemoResult(ok=report.ok and not failed, lines=lines, summaries=summaries)

@@ -130,6 +130,19 @@ class _Pool:
         cls.cluster, cls.ask, cls.actors = None, None, []
 
 
+def shutdown_in_background():
+    """Stop this process's Ray on a thread (1-2 s for an embedded cluster here) while the driver
+    goes on with work that needs no Ray (the demo's contact sheets and inspection); returns the
+    thread to join, or None when Ray is not running."""
+    if not ray.is_initialized():
+        return None
+    import threading
+    _Pool.release()
+    thread = threading.Thread(target=ray.shutdown, name="ray-shutdown")
+    thread.start()
+    return thread
+
+
 def worker_plan(stage: Stage, resources: dict, workers: int | None, shards: int) -> tuple[int, dict]:
     """(pool size, what each worker asks Ray for): as many workers as the cluster's CPUs and
     GPUs allow for the stage's declared needs, at most ``workers`` and one per shard."""
