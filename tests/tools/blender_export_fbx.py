@@ -6,31 +6,14 @@ import json
 import sys
 
 import bpy
+from blender_armature import C, build_armature, key_pose
 from mathutils import Matrix, Vector
 
 spec = json.loads(open(sys.argv[1]).read())
 rest, parents, poses, out = spec["rest"], spec["parents"], spec["poses"], spec["out"]
 names, root = spec["names"], spec.get("root")
-C = Matrix(((1, 0, 0), (0, 0, -1), (0, 1, 0)))  # ours -> Blender axes
-
-bpy.ops.wm.read_factory_settings(use_empty=True)
+rig = build_armature("Armature", rest, parents, names)
 bpy.context.scene.render.fps = int(spec.get("fps", 30))
-armature = bpy.data.armatures.new("Armature")
-rig = bpy.data.objects.new("Armature", armature)
-bpy.context.scene.collection.objects.link(rig)
-bpy.context.view_layer.objects.active = rig
-bpy.ops.object.mode_set(mode="EDIT")
-children = {j: [c for c, p in parents.items() if p == j] for j in parents}
-for joint in parents:  # parents come first in the file
-    bone = armature.edit_bones.new(names[joint])
-    head = C @ Vector(rest[joint])
-    tail = C @ Vector(rest[children[joint][0]]) if children[joint] else head + C @ Vector((0, 0.05, 0))
-    if (tail - head).length < 1e-4:
-        tail = head + Vector((0, 0, 0.05))
-    bone.head, bone.tail, bone.roll = head, tail, 0.0
-    if parents[joint]:
-        bone.parent = armature.edit_bones[names[parents[joint]]]
-bpy.ops.object.mode_set(mode="OBJECT")
 if spec.get("mesh"):  # a box per bone, each rigidly weighted to its bone
     import bmesh
     mesh = bpy.data.meshes.new("Body")
@@ -55,13 +38,7 @@ for pose_bone in rig.pose.bones:  # frame 0 holds the rest: an FBX without a ski
     pose_bone.keyframe_insert("rotation_quaternion", frame=0)
     pose_bone.keyframe_insert("location", frame=0)
 for frame, pose in enumerate(poses, start=1):
-    for joint in parents:
-        pose_bone = rig.pose.bones[names[joint]]
-        rest_rotation = pose_bone.bone.matrix_local.to_3x3()
-        world = C @ Matrix(pose.get(joint, [[1, 0, 0], [0, 1, 0], [0, 0, 1]])) @ C.transposed()
-        pose_bone.rotation_mode = "QUATERNION"
-        pose_bone.rotation_quaternion = (rest_rotation.transposed() @ world @ rest_rotation).to_quaternion()
-        pose_bone.keyframe_insert("rotation_quaternion", frame=frame)
+    key_pose(rig, pose, parents, names, frame)
     if root:  # root motion: the hips travel (a bone's location is in its rest frame)
         hips = rig.pose.bones[names["hips"]]
         hips.location = hips.bone.matrix_local.to_3x3().transposed() @ (C @ Vector(root[frame - 1]))
