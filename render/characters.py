@@ -13,8 +13,8 @@ from PIL import Image
 
 from render.bonemap import UnmappableRig, map_bones
 from render.expressions import expression_map
-from render.geometry import euler_xyz, quaternion_to_matrix, rotation_between, transform
-from render.gltf import Glb, GltfError
+from render.geometry import euler_xyz, rotation_between, transform
+from render.gltf import Glb, GltfError, node_matrix, parents_first
 from render.landmarks import EyeHints, eye_bones, face_points, says_eye, vrm_eye_nodes
 from render.poses import Pose, joint_rotations
 from render.skeleton import (
@@ -198,13 +198,6 @@ def pose_character(char: Character, pose: Pose, expression: dict[str, float] | N
     return PosedCharacter(positions, normals, points)
 
 
-def _local_matrix(node: dict) -> np.ndarray:
-    if "matrix" in node:
-        return np.asarray(node["matrix"], float).reshape(4, 4).T
-    m = transform(quaternion_to_matrix(node.get("rotation", (0, 0, 0, 1))), node.get("translation", (0, 0, 0)))
-    return m @ np.diag([*node.get("scale", (1, 1, 1)), 1.0])
-
-
 def _texture(glb: Glb, material: dict) -> np.ndarray | None:
     info = material.get("pbrMetallicRoughness", {}).get("baseColorTexture")
     if info is None:
@@ -242,23 +235,10 @@ def _build(glb: Glb, path: Path) -> Character:
         raise CharacterError(f"{path.name}: no skinned mesh (a character needs a glTF skin)")
     skin_index = nodes[skinned[0]]["skin"]
     skin = gltf["skins"][skin_index]
-    # Order nodes parents-first so forward kinematics is one pass.
-    parent = {child: i for i, n in enumerate(nodes) for child in n.get("children", [])}
-    order, placed = [], set()
-    for i in range(len(nodes)):
-        chain = [i]  # i and its unplaced ancestors, walked up iteratively
-        while chain[-1] in parent and parent[chain[-1]] not in placed:
-            if parent[chain[-1]] in chain:
-                raise CharacterError(f"{path.name}: the node hierarchy has a cycle at node {i}")
-            chain.append(parent[chain[-1]])
-        for node in reversed(chain):
-            if node not in placed:
-                placed.add(node)
-                order.append(node)
+    order, parents = parents_first(nodes, path.name)
     new_index = {old: new for new, old in enumerate(order)}
     names = [nodes[i].get("name", f"node{i}") for i in order]
-    parents = np.array([new_index[parent[i]] if i in parent else -1 for i in order])
-    local_rest = np.stack([_local_matrix(nodes[i]) for i in order])
+    local_rest = np.stack([node_matrix(nodes[i]) for i in order])
     skin_nodes = np.array([new_index[j] for j in skin["joints"]])
     if "inverseBindMatrices" in skin:
         inverse_bind = glb.read(skin["inverseBindMatrices"]).astype(float)

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from render.geometry import quaternion_to_matrix, transform
+
 GLB_MAGIC, JSON_CHUNK, BIN_CHUNK = 0x46546C67, 0x4E4F534A, 0x004E4942
 COMPONENT_DTYPES = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
                     5126: np.float32}
@@ -168,3 +170,30 @@ class Glb:
             np.frombuffer(data, dtype=np.uint8, count=len(data) - start, offset=start),
             shape=(count, dtype.itemsize * width), strides=(stride, 1))
         return np.ascontiguousarray(rows).view(dtype).reshape(count, width)
+
+
+def node_matrix(node: dict) -> np.ndarray:
+    """A glTF node's local transform (its matrix, or translation x rotation x scale)."""
+    if "matrix" in node:
+        return np.asarray(node["matrix"], float).reshape(4, 4).T
+    m = transform(quaternion_to_matrix(node.get("rotation", (0, 0, 0, 1))), node.get("translation", (0, 0, 0)))
+    return m @ np.diag([*node.get("scale", (1, 1, 1)), 1.0])
+
+
+def parents_first(nodes: list[dict], name: str) -> tuple[list[int], np.ndarray]:
+    """The nodes ordered parents-first, so forward kinematics is one pass: (file index of each,
+    position of its parent in that order or -1). A cycle is a GltfError naming ``name``."""
+    parent = {child: i for i, n in enumerate(nodes) for child in n.get("children", [])}
+    order, placed = [], set()
+    for i in range(len(nodes)):
+        chain = [i]  # i and its unplaced ancestors, walked up iteratively
+        while chain[-1] in parent and parent[chain[-1]] not in placed:
+            if parent[chain[-1]] in chain:
+                raise GltfError(f"{name}: the node hierarchy has a cycle at node {i}")
+            chain.append(parent[chain[-1]])
+        for node in reversed(chain):
+            if node not in placed:
+                placed.add(node)
+                order.append(node)
+    at = {old: new for new, old in enumerate(order)}
+    return order, np.array([at[parent[i]] if i in parent else -1 for i in order], dtype=int)

@@ -29,24 +29,6 @@ VRM_EXPRESSIONS = {"happy": ("smile",), "aa": ("mouth_open",), "blink": ("eyes_c
                    "blinkLeft": ("eyes_closed",), "blinkRight": ("eyes_closed",)}
 
 
-def _node_tree(nodes: list[dict], name: str) -> tuple[list[int], np.ndarray]:
-    """glTF node order made parents-first: (file index of each, parent position or -1)."""
-    parent = {child: i for i, n in enumerate(nodes) for child in n.get("children", [])}
-    order, placed = [], set()
-    for i in range(len(nodes)):
-        chain = [i]
-        while chain[-1] in parent and parent[chain[-1]] not in placed:
-            if parent[chain[-1]] in chain:
-                raise MotionError(f"{name}: the node hierarchy has a cycle at node {i}")
-            chain.append(parent[chain[-1]])
-        for node in reversed(chain):
-            if node not in placed:
-                placed.add(node)
-                order.append(node)
-    at = {old: new for new, old in enumerate(order)}
-    return order, np.array([at[parent[i]] if i in parent else -1 for i in order])
-
-
 def _sample_track(times: np.ndarray, values: np.ndarray, interpolation: str, at: np.ndarray,
                   quaternion: bool) -> np.ndarray:
     """A glTF sampler's values at times ``at`` (LINEAR: nlerp for quaternions; STEP; CUBICSPLINE
@@ -75,17 +57,17 @@ def read_gltf_animations(path: str | Path, fps: float = 30.0) -> list[Motion]:
     rolls and naming are undone by the alignment that poses rigs. VRM expression tracks
     (``expressions.preset``, weight = the node's x translation) become canonical expressions."""
     from render.geometry import quaternion_to_matrix
-    from render.gltf import Glb, GltfError
+    from render.gltf import Glb, GltfError, node_matrix, parents_first
 
     path = Path(path)
     try:
         glb = Glb(path.read_bytes(), path.name)  # .vrma is binary glTF too, whatever its suffix
         gltf = glb.gltf
         nodes = gltf.get("nodes", [])
-        order, parents = _node_tree(nodes, path.name)
+        order, parents = parents_first(nodes, path.name)
         position = {old: new for new, old in enumerate(order)}
         names = [nodes[i].get("name", f"node{i}") for i in order]
-        local_rest = np.stack([_node_matrix(nodes[i]) for i in order]) if order else np.zeros((0, 4, 4))
+        local_rest = np.stack([node_matrix(nodes[i]) for i in order]) if order else np.zeros((0, 4, 4))
         vrma = gltf.get("extensions", {}).get("VRMC_vrm_animation")
         if vrma is not None:
             human = vrma.get("humanoid", {}).get("humanBones", {})
@@ -167,14 +149,6 @@ def read_gltf_animations(path: str | Path, fps: float = 30.0) -> list[Motion]:
         raise MotionError(f"{path.name}: cannot read ({error.strerror or error})") from None
     except (KeyError, IndexError, TypeError, ValueError) as error:
         raise MotionError(f"{path.name}: malformed glTF ({type(error).__name__}: {error})") from None
-
-
-def _node_matrix(node: dict) -> np.ndarray:
-    from render.geometry import quaternion_to_matrix, transform
-    if "matrix" in node:
-        return np.asarray(node["matrix"], float).reshape(4, 4).T
-    m = transform(quaternion_to_matrix(node.get("rotation", (0, 0, 0, 1))), node.get("translation", (0, 0, 0)))
-    return m @ np.diag([*node.get("scale", (1, 1, 1)), 1.0])
 
 
 def add_gltf_animation(glb_path: str | Path, motion: Motion, out_path: str | Path) -> Path:
