@@ -309,23 +309,11 @@ def test_the_parser_sees_every_package():
     assert len([i for i in collect_imports(ROOT) if _first_party(i)]) > 100
 
 
-def test_no_import_cycle():
-    cycles = violations("cycle", ROOT)
-    assert not cycles, "\n".join(cycles)
-
-
-def test_each_package_imports_only_the_packages_below_it():
-    found = violations("package", ROOT)
-    assert not found, "\n".join(found)
-
-
-def test_no_heavy_framework_at_module_level():
-    found = violations("module-level", ROOT)
-    assert not found, "\n".join(found)
-
-
-def test_only_the_blender_worker_imports_bpy():
-    found = violations("bpy", ROOT)
+@pytest.mark.parametrize("rule", ["cycle", "package", "module-level", "bpy"], ids=[
+    "no import cycle", "each package imports only the packages below it", "no heavy framework at module level",
+    "only the blender worker imports bpy"])
+def test_the_tree_keeps_the_rule(rule):
+    found = violations(rule, ROOT)
     assert not found, "\n".join(found)
 
 
