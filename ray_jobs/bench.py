@@ -35,16 +35,17 @@ def _engine_settings(blender) -> dict:
 
 
 def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), naive_samples: int = 24,
-                 backend: str = "pyrender", engine: str | None = None) -> dict:
+                 backend: str = "pyrender", engine: str | None = None, characters_kind: str = "procedural") -> dict:
     """Pairs/s into shards the way the render stage works (one renderer, a character loaded once,
     its standard view rendered once) against the naive loop over a spread of the same samples.
     With the blender backend the naive loop starts one Blender process per sample, as
-    Objaverse-XL's scripts do, with the same render settings."""
+    Objaverse-XL's scripts do, with the same render settings. ``characters_kind`` "human" renders
+    MakeHuman bodies (render.human) instead of the capsule figures."""
     from ray_jobs.config import config_hash, load_config
+    from ray_jobs.jobs import generator
     from ray_jobs.local import run_local
     from ray_jobs.shardwork import ShardJob, plan_shards
     from render.config import RenderConfig
-    from render.procedural import generate_characters
     from render.stage import RenderStage, plan_items
     from shards.schema import SYNTHETIC_PAIR
     from shards.writer import ShardWriter, package_versions
@@ -54,7 +55,7 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
     config = load_config(RenderConfig, "demo", overrides + ([f"blender.engine={engine}"] if engine else []))
     with tempfile.TemporaryDirectory(prefix="pairforge-bench-") as tmp:
         tmp = Path(tmp)
-        files = [str(p) for p in generate_characters(tmp / "characters", characters, config.characters.seed)]
+        files = [str(p) for p in generator(characters_kind)(tmp / "characters", characters, config.characters.seed)]
         items = plan_items(config, files)
         versions = package_versions(*RenderStage(config).packages)
         # Both loops run in this process, which imports pyrender (and trimesh, scipy) once: ~1.5 s
@@ -80,7 +81,8 @@ def bench_render(characters: int = 8, poses: int = 16, resolution=(512, 768), na
     fast_rate = summary.done / fast_seconds
     naive_rate = len(naive_items) / naive_seconds
     settings = {} if backend == "pyrender" else _engine_settings(config.blender)
-    return {"benchmark": "render", "backend": config.backend, **settings, "resolution": list(config.resolution),
+    return {"benchmark": "render", "backend": config.backend, **settings, "characters_kind": characters_kind,
+            "resolution": list(config.resolution),
             "pairs": summary.done, "seconds": round(fast_seconds, 2), "pairs_per_s": round(fast_rate, 2),
             "naive_pairs": len(naive_items), "naive_seconds": round(naive_seconds, 2),
             "naive_pairs_per_s": round(naive_rate, 2), "ratio": round(fast_rate / naive_rate, 2),
@@ -225,3 +227,127 @@ def bench_composite(samples: int = 200, resolution=(512, 768)) -> dict:
             "ratio": round(rates["ours"] / rates["naive"], 2),
             "with_soft_edge_and_shadow_per_s": round(100 / (time.perf_counter() - started), 1),
             "with_jpeg_png_encoding_per_s": round(with_encoding, 1)}
+
+
+def bench_caption(images: int = 32, batch_size: int = 8, resolution=(512, 768), max_new_tokens: int = 24,
+                  model: str | None = None) -> dict:
+    """Captions per second through the caption stage (cache off) with ``batch_size`` images per
+    generate call against one image per call, same model, same images, same run; and the share of
+    the time spent decoding and resizing images on the CPU. The model is the tiny Qwen2-VL built
+    here (its figures measure the pipeline, not Qwen2-VL-2B), or ``model``."""
+    from curate.caption.config import CaptionConfig
+    from curate.caption.models import model_identity
+    from curate.caption.stage import CaptionStage
+    from curate.caption.tiny import build_tiny_qwen2vl
+    from ray_jobs.config import load_config
+    from render.compositing.backgrounds import procedural_background
+    from shards.encoding import encode_jpeg
+
+    with tempfile.TemporaryDirectory(prefix="pairforge-bench-") as tmp:
+        path = model or str(build_tiny_qwen2vl(Path(tmp) / "tiny-qwen2vl"))
+        config = load_config(CaptionConfig, None, [f"model={path}", f"generation.max_new_tokens={max_new_tokens}"])
+        identity = model_identity(config)
+        items = [{"__key__": f"s{i:04d}", "inputs": [{"image.jpg": encode_jpeg(procedural_background(i, tuple(resolution)), 90),
+                                                      "json": b"{}"}]} for i in range(images)]
+        figures = {"benchmark": "caption", "model": "tiny-qwen2vl" if model is None else model, "images": images,
+                   "resolution": list(resolution), "max_pixels": config.max_pixels,
+                   "max_new_tokens": max_new_tokens, "device": None, "cpus": os.cpu_count()}
+        for size in (batch_size, 1):
+            stage = CaptionStage(config, "router_sample", identity).with_(batch_size=size)
+            stage.setup()
+            try:
+                figures["device"] = str(stage.captioner.device)
+                stage.process_batch(items[:size])  # warm-up: first-call allocations and kernels
+                stage.seconds.clear()
+                started = time.perf_counter()
+                for i in range(0, images, size):
+                    stage.process_batch(items[i:i + size])
+                seconds = time.perf_counter() - started
+            finally:
+                stage.teardown()
+            figures[f"batch{size}_captions_per_s"] = round(images / seconds, 2)
+            figures[f"batch{size}_preprocess_share"] = round(stage.seconds["prepare"] / seconds, 3)
+    figures["batch_size"] = batch_size
+    figures["ratio"] = round(figures[f"batch{batch_size}_captions_per_s"] / figures["batch1_captions_per_s"], 2)
+    return figures
+
+
+def _noise_records(count: int, resolution) -> list[dict]:
+    """synthetic_pair records of random pixels (PNG cannot shrink them): shard bytes like real renders'."""
+    import io
+    import json
+
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    w, h = resolution
+
+    def png(channels: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (h, w, channels), dtype=np.uint8)).save(buffer, "PNG", compress_level=1)
+        return buffer.getvalue()
+    return [{"__key__": f"c{i:04d}-p0000-v0", "src.png": png(4), "std.png": png(3),
+             "json": json.dumps({"character_id": f"c{i:04d}"}).encode()} for i in range(count)]
+
+
+def bench_storage(shards: int = 8, records_per_shard: int = 16, resolution=(256, 384), endpoint: str | None = None) -> dict:
+    """Shard write and read throughput to an S3 server against local disk, in the same run, and the
+    safe reader's records/s streaming from S3 against local disk. Without ``endpoint`` a moto S3
+    server is started on 127.0.0.1 in this process (it shares the process's cores and GIL)."""
+    from shards import storage
+    from shards.reader import iter_dataset
+    from shards.schema import SYNTHETIC_PAIR
+    from shards.writer import ShardWriter
+
+    records = _noise_records(records_per_shard, resolution)
+    server = None
+    if endpoint is None:
+        try:
+            from moto.server import ThreadedMotoServer
+        except ImportError:
+            raise RuntimeError("bench storage starts a local S3 server: pip install 'pairforge[dev]' (moto), "
+                               "or give --endpoint of an S3-compatible server") from None
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            os.environ.setdefault(key, "bench")  # moto accepts any; a real endpoint uses the caller's own
+        import logging
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # not a line per request
+        server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+        server.start()
+        endpoint = "http://{}:{}".format(*server.get_host_and_port())
+    storage.configure(endpoint_url=endpoint)
+    bucket = f"s3://pairforge-bench-{os.getpid()}"
+    import fsspec
+    fsspec.filesystem("s3", endpoint_url=endpoint).mkdir(bucket.removeprefix("s3://"))
+    figures: dict = {"shards": shards, "records": shards * records_per_shard, "endpoint": endpoint,
+                     "server": "moto in this process" if server else "given"}
+    try:
+        with tempfile.TemporaryDirectory(prefix="pairforge-bench-") as scratch:
+            for place, root in (("local", scratch), ("s3", f"{bucket}/shards")):
+                started = time.perf_counter()
+                total = 0
+                for i in range(shards):
+                    with ShardWriter(root, f"shard-{i:06d}", SYNTHETIC_PAIR, "bench") as writer:
+                        for record in records:
+                            writer.write(record)
+                    total += writer.manifest["bytes"]
+                write_s = time.perf_counter() - started
+                started = time.perf_counter()
+                raw = sum(len(storage.read_bytes(p)) for p in storage.glob(root, "*.tar"))
+                read_s = time.perf_counter() - started
+                started = time.perf_counter()
+                count = sum(1 for _ in iter_dataset(root))  # streamed, every member decoded
+                reader_s = time.perf_counter() - started
+                assert raw == total and count == shards * records_per_shard
+                figures.update({f"write_{place}_mb_s": round(total / write_s / 1e6, 1),
+                                f"read_{place}_mb_s": round(raw / read_s / 1e6, 1),
+                                f"reader_{place}_records_s": round(count / reader_s, 1)})
+            figures["shard_mb"] = round(total / shards / 1e6, 2)
+        for figure in ("write", "read"):
+            figures[f"{figure}_s3_vs_local"] = round(figures[f"{figure}_s3_mb_s"] / figures[f"{figure}_local_mb_s"], 3)
+        figures["reader_s3_vs_local"] = round(figures["reader_s3_records_s"] / figures["reader_local_records_s"], 3)
+        figures["storage_retries"] = storage.retry_counts()
+    finally:
+        storage.remove_tree(bucket)
+        if server is not None:
+            server.stop()
+    return figures

@@ -50,9 +50,12 @@ def cmd_composite(args) -> int:
 
 
 def cmd_characters(args) -> int:
-    from render.procedural import generate_characters
-
-    paths = generate_characters(args.out, args.count, args.seed, args.scheme, args.rest, args.roll)
+    if args.kind == "human":
+        from render.human import generate_humans
+        paths = generate_humans(args.out, args.count, args.seed)
+    else:
+        from render.procedural import generate_characters
+        paths = generate_characters(args.out, args.count, args.seed, args.scheme, args.rest, args.roll)
     print(f"wrote {len(paths)} characters to {args.out}")
     return 0
 
@@ -89,7 +92,7 @@ def cmd_inspect(args) -> int:
     from shards.inspect import inspect_dataset
 
     report = inspect_dataset(args.dir)
-    print("\n".join(report.lines()))
+    print("\n".join(report.lines(deep=args.deep)))
     return 0 if report.ok else 1
 
 
@@ -101,6 +104,101 @@ def cmd_router(args) -> int:
     config = load_config(SceneConfig, args.config, [f"backgrounds={args.backgrounds}", f"scenes={args.scenes}",
                                                     *args.set])
     return _finished(run_router_scenes(config, args.input, args.out, _run_options(args)))
+
+
+def cmd_caption(args) -> int:
+    from curate.caption.config import CaptionConfig
+    from ray_jobs.captioning import run_caption
+    from ray_jobs.config import load_config
+
+    overrides = [f"{key}={value}" for key, value in (("model", args.model), ("backend", args.backend)) if value]
+    config = load_config(CaptionConfig, args.config, overrides + list(args.set))
+    return _finished(run_caption(config, args.input, args.out, _run_options(args)))
+
+
+CURATE_JOBS = {
+    "photos": ("curate.stages", "PhotoJobConfig", "run_curate_photos"),
+    "assets": ("curate.assets", "AssetJobConfig", "run_curate_assets"),
+    "backgrounds": ("curate.backgrounds", "BackgroundJobConfig", "run_curate_backgrounds"),
+}
+
+
+def cmd_curate(args) -> int:
+    import importlib
+
+    from ray_jobs import curation
+    from ray_jobs.config import load_config
+
+    module, config_class, job = CURATE_JOBS[args.what]
+    config = load_config(getattr(importlib.import_module(module), config_class), args.config, args.set)
+    summary = getattr(curation, job)(config, args.input, args.out, _run_options(args))
+    print(f"report: {Path(args.out).resolve() / 'report.html'}")
+    return _finished(summary)
+
+
+def cmd_train(args) -> int:
+    from ray_jobs.config import load_config
+
+    if args.model_name == "router":
+        return cmd_train_router(args)
+    from ray_jobs.training import run_train_stage1
+    from train.stage1 import Stage1Config
+
+    config = load_config(Stage1Config, args.config, args.set)
+    result = run_train_stage1(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker,
+                              args.address, args.overwrite, progress=not args.quiet)
+    losses = result["losses"]
+    print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
+          f"samples/s on rank 0); loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else
+          f"already at step {result['step']}")
+    if "psnr" in result:
+        print(f"validation on held-out characters: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}; "
+              f"samples: {result['grid']}")
+    print(f"checkpoint: {result.get('checkpoint', '-')}; for standardize: {result['final']}; "
+          f"TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}")
+    return 0
+
+
+def cmd_train_router(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.training import run_train_router
+    from train.router import RouterConfig
+
+    config = load_config(RouterConfig, args.config, args.set)
+    result = run_train_router(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker,
+                              args.address, args.overwrite, progress=not args.quiet)
+    losses = result["losses"]
+    print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
+          f"samples/s on rank 0); routing loss {losses[0]['routing']:.4f} -> {losses[-1]['routing']:.4f}; "
+          f"{result['problems']} samples skipped by the loader" if losses else f"already at step {result['step']}")
+    if "iou" in result:
+        print(f"held-out segmentation: mean IoU {result['iou']:.3f} (layout-blind baseline "
+              f"{result['iou_layout_blind']:.3f}); routing maps: {result['figure']}")
+    print(f"checkpoint: {result.get('checkpoint', '-')}; for segment: {result['final']}; "
+          f"TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}")
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from train.models.router import CheckpointError
+    from train.segment import segment
+
+    try:
+        paths = segment(args.router, args.image, args.subjects, args.out, device=args.device, timestep=args.timestep)
+    except (CheckpointError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print("\n".join(paths))
+    return 0
+
+
+def cmd_standardize(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.training import run_standardize
+    from train.standardize import StandardizeConfig
+
+    config = load_config(StandardizeConfig, args.config, [f"checkpoint={args.checkpoint}", *args.set])
+    return _finished(run_standardize(config, args.input, args.out, _run_options(args)))
 
 
 def cmd_poses(args) -> int:
@@ -171,12 +269,32 @@ def cmd_bench(args) -> int:
     if args.what == "composite":
         from ray_jobs.bench import bench_composite
         figures = bench_composite(resolution=args.resolution)
+    elif args.what == "caption":
+        from ray_jobs.bench import bench_caption
+        figures = bench_caption(images=args.images, batch_size=args.batch_size, resolution=args.resolution,
+                                model=args.model)
+    elif args.what == "storage":
+        from ray_jobs.bench import bench_storage
+        figures = bench_storage(shards=args.shards, endpoint=args.endpoint)
+    elif args.what == "loader":
+        from ray_jobs.bench_loader import bench_loader
+        figures = bench_loader(resolution=args.resolution)
+    elif args.what == "curate":
+        from ray_jobs.bench_curate import bench_curate
+        figures = bench_curate(photos=args.images)
+    elif args.what == "train" and args.model_name == "router":
+        from ray_jobs.bench_train import bench_train_router
+        figures = bench_train_router()
+    elif args.what == "train":
+        from ray_jobs.bench_train import bench_train_stage1
+        figures = bench_train_stage1()
     elif args.what == "ray":
         figures = bench_ray(characters=args.characters, poses=args.poses, resolution=args.resolution)
     else:
         figures = bench_render(characters=args.characters, poses=args.poses, resolution=args.resolution,
                                naive_samples=args.naive_samples, backend=args.backend or "pyrender",
-                               engine=ENGINES[args.engine] if args.engine else None)
+                               engine=ENGINES[args.engine] if args.engine else None,
+                               characters_kind=args.characters_kind)
     print(json.dumps(figures))
     return 0
 
@@ -236,6 +354,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     chars = sub.add_parser("characters", help="write procedural rigged characters as .glb")
     chars.add_argument("--out", required=True)
+    chars.add_argument("--kind", default="procedural", choices=("procedural", "human"),
+                       help="capsule figures (default), or MakeHuman bodies with their own rigs (needs the human "
+                            "extra; --scheme, --rest and --roll apply to procedural ones)")
     chars.add_argument("--count", type=int, default=8)
     chars.add_argument("--seed", type=int, default=0)
     chars.add_argument("--scheme", default="canonical",
@@ -280,6 +401,66 @@ def build_parser() -> argparse.ArgumentParser:
     router.add_argument("--scenes", type=int, default=64)
     router.set_defaults(run=cmd_router)
 
+    caption = sub.add_parser("caption", help="caption shards (Qwen2-VL, vLLM, or metadata of renders) -> the same "
+                                             "records with txt, or sidecar caption shards")
+    caption.add_argument("--in", dest="input", required=True, help="a folder of shards of one kind")
+    caption.add_argument("--out", required=True)
+    caption.add_argument("--model", help="a hub id (Qwen/Qwen2-VL-2B-Instruct) or a local folder; "
+                                         "without one, captions come from the renders' metadata")
+    caption.add_argument("--backend", choices=("transformers", "vllm", "metadata"),
+                         help="default: transformers with --model, else metadata")
+    caption.add_argument("--config", help="YAML with the caption settings (e.g. configs/caption.yaml)")
+    caption.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(caption)
+    caption.set_defaults(run=cmd_caption)
+
+    curate = sub.add_parser("curate", help="curate characters, photos or backgrounds: every input kept or rejected "
+                                           "with a reason, an HTML report with thumbnails per reason")
+    curate.add_argument("what", choices=tuple(CURATE_JOBS),
+                        help="assets: .glb/.vrm characters -> kept list for render; photos: a folder, shards or a "
+                             "csv/jsonl/txt/parquet list -> photo shards; backgrounds: a folder -> kept folder")
+    curate.add_argument("--in", dest="input", required=True)
+    curate.add_argument("--out", required=True)
+    curate.add_argument("--config", help="YAML (e.g. configs/curate-photos.yaml); every threshold is a key")
+    curate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(curate)
+    curate.set_defaults(run=cmd_curate)
+
+    train = sub.add_parser("train", help="train a model on shards: stage1 (the standardizer) or router (AnyStory's "
+                                         "router); one process, or Ray Train DDP with --workers")
+    train.add_argument("model_name", choices=("stage1", "router"))
+    train.add_argument("--data", required=True, help="stage1: synthetic_pair or composited_pair shards; router: "
+                                                     "router_sample shards; a folder, glob or brace pattern")
+    train.add_argument("--out", required=True, help="checkpoints/, final/, samples/ or figures/, logs/ (TensorBoard)")
+    train.add_argument("--config", help="YAML (configs/stage1.yaml, configs/router.yaml: the papers' scale)")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    train.add_argument("--workers", type=int, default=1, help="DDP ranks under Ray Train (default 1: in-process)")
+    train.add_argument("--gpus-per-worker", type=float, default=0.0)
+    train.add_argument("--cpus-per-worker", type=float, default=1.0)
+    train.add_argument("--address", help="a Ray cluster to join (implies Ray Train)")
+    train.add_argument("--overwrite", action="store_true", help="start over in an --out written with another config")
+    train.add_argument("--quiet", action="store_true")
+    train.set_defaults(run=cmd_train)
+
+    segment = sub.add_parser("segment", help="reference-prompted segmentation with a trained router: one mask per "
+                                             "subject image (OUT/mask-<i>.png)")
+    segment.add_argument("--router", required=True, help="a folder from train router (OUT/final or a step)")
+    segment.add_argument("--image", required=True)
+    segment.add_argument("--subjects", nargs="+", required=True, help="segmented subject images (1 to 4)")
+    segment.add_argument("--out", required=True)
+    segment.add_argument("--timestep", type=int, help="noise level of the maps (default: the checkpoint's)")
+    segment.add_argument("--device", help="default: cuda if available, else cpu")
+    segment.set_defaults(run=cmd_segment)
+
+    standardize = sub.add_parser("standardize", help="run a trained standardizer over pairs -> standardized shards")
+    standardize.add_argument("--checkpoint", required=True, help="a folder from train stage1 (OUT/final or a step)")
+    standardize.add_argument("--in", dest="input", required=True, help="composited_pair or synthetic_pair shards")
+    standardize.add_argument("--out", required=True)
+    standardize.add_argument("--config", help="YAML with the standardize settings (train/standardize.py)")
+    standardize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(standardize)
+    standardize.set_defaults(run=cmd_standardize)
+
     poses = sub.add_parser("poses", help="unique poses from motions -> a pose table (jsonl) and a coverage plot")
     poses.add_argument("--motions", nargs="+", default=["builtin"],
                        help="motion folders (.bvh .fbx .glb .vrma; FBX needs the blender extra) and/or 'builtin' "
@@ -302,6 +483,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     inspect = sub.add_parser("inspect", help="validate shards against schema and manifest; non-zero on any problem")
     inspect.add_argument("dir")
+    inspect.add_argument("--deep", action="store_true",
+                         help="also per joint: the visible share of the records with it in frame")
     inspect.set_defaults(run=cmd_inspect)
 
     plan = sub.add_parser("plan", help="pilot run -> projected core-hours, wall time and storage of a config")
@@ -313,13 +496,27 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(run=cmd_plan)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is one JSON object of figures")
-    bench.add_argument("what", choices=("render", "ray", "composite"),
+    bench.add_argument("what", choices=("render", "ray", "composite", "caption", "storage", "loader", "train", "curate"),
                        help="render: pairs/s against a naive loop; ray: embedded Ray against the local runner; "
-                            "composite: composites/s on one core against a naive PIL pipeline")
+                            "composite: composites/s on one core against a naive PIL pipeline; caption: "
+                            "captions/s batched against one image per call (a tiny Qwen2-VL unless --model); "
+                            "storage: shard write/read MB/s and reader records/s on S3 against local disk; "
+                            "loader: training samples/s per core for every record kind against plain webdataset; "
+                            "train stage1: Stage I samples/s of the tiny model at 128x192 fed by the loader against "
+                            "the same batches pre-loaded in memory; train router: the same for the tiny router "
+                            "at 64x96")
+    bench.add_argument("model_name", nargs="?", choices=("stage1", "router"), default="stage1", help="train: the model")
+    bench.add_argument("--shards", type=int, default=8, help="storage: shards of ~11 MB to write and read (default 8)")
+    bench.add_argument("--endpoint", help="storage: an S3-compatible server (default: moto started on 127.0.0.1)")
     bench.add_argument("--characters", type=int, default=8)
     bench.add_argument("--poses", type=int, default=16)
     bench.add_argument("--resolution", type=_resolution, default=[512, 768])
     bench.add_argument("--naive-samples", type=int, default=24, help="samples for the naive baseline loop")
+    bench.add_argument("--characters-kind", default="procedural", choices=("procedural", "human"),
+                       help="render: the generated characters to render (default procedural)")
+    bench.add_argument("--images", type=int, default=32, help="caption: images captioned per batch size; curate: photos through each pipeline")
+    bench.add_argument("--batch-size", type=int, default=8, help="caption: images per generate call")
+    bench.add_argument("--model", help="caption: a Qwen2-VL hub id or folder instead of the tiny model")
     _add_backend_options(bench)
     bench.set_defaults(run=cmd_bench)
     return parser

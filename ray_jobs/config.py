@@ -11,6 +11,8 @@ from pathlib import Path
 
 import yaml
 
+from shards import storage
+
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"  # bundled configs: demo, ...
 
 
@@ -76,20 +78,45 @@ def _coerce(hint, value, path: str):
     return value
 
 
+@dataclasses.dataclass
+class StorageConfig:
+    """``--set storage.KEY=VALUE``: how to reach object storage, for every job. Not part of a job's
+    config (nor of its hash or its config.yaml): it says where the bytes are, not what they are.
+    Credentials have no key here: the libraries read them from the environment and their own files."""
+    endpoint_url: str = ""  # an S3-compatible server (MinIO, Ceph, moto); unset: AWS_ENDPOINT_URL, else AWS
+    attempts: int = storage.Settings.attempts    # tries of one request on transient errors
+    backoff_s: float = storage.Settings.backoff_s  # first wait between tries, doubling up to 10 s
+    timeout_s: float = storage.Settings.timeout_s  # connect and read timeout of one request
+
+
+def apply_storage_overrides(overrides: list[str]) -> list[str]:
+    """Configure shards.storage from the ``storage.*`` overrides (only the keys given); returns the others."""
+    ours = [o for o in overrides if o.startswith("storage.")]
+    if ours:
+        given = parse_overrides(ours)["storage"]
+        settings = build(StorageConfig, given, "storage.")
+        if settings.attempts < 1 or settings.timeout_s <= 0 or settings.backoff_s < 0:
+            raise ConfigError("storage: attempts must be >= 1, timeout_s > 0 and backoff_s >= 0")
+        storage.configure(**{key: getattr(settings, key) for key in given})
+    return [o for o in overrides if not o.startswith("storage.")]
+
+
 def load_config(cls, path: str | Path | None = None, overrides: list[str] = ()):
-    """Defaults <- YAML file <- --set overrides, then the dataclass's own check()."""
+    """Defaults <- YAML file (a path, a URL or a bundled name) <- --set overrides, then the
+    dataclass's own check(). ``storage.*`` overrides configure shards.storage instead."""
+    overrides = apply_storage_overrides(list(overrides))
     data: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.exists() and (CONFIG_DIR / f"{path}.yaml").exists():
-            path = CONFIG_DIR / f"{path}.yaml"  # a bundled config by name: demo, qa, paper
+        path = str(path)
+        if not storage.is_remote(path) and not Path(path).exists() and (CONFIG_DIR / f"{path}.yaml").exists():
+            path = str(CONFIG_DIR / f"{path}.yaml")  # a bundled config by name: demo, qa, paper
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(storage.read_text(path)) or {}
         except OSError as error:
-            raise ConfigError(f"cannot read config {path}: {error.strerror}") from None
+            raise ConfigError(f"cannot read config {path}: {error.strerror or error}") from None
         except yaml.YAMLError as error:
             raise ConfigError(f"config {path} is not valid YAML: {error}") from None
-    config = build(cls, _merge(data, parse_overrides(list(overrides))))
+    config = build(cls, _merge(data, parse_overrides(overrides)))
     try:
         config.check()
     except ValueError as error:
@@ -106,14 +133,13 @@ def config_hash(config) -> str:
     it goes into every manifest, so a changed pose table is a changed config."""
     digest = hashlib.sha256(json.dumps(config_dict(config), sort_keys=True, separators=(",", ":")).encode())
     for path in getattr(config, "content_files", list)():
-        digest.update(hashlib.sha256(Path(path).read_bytes()).digest())
+        digest.update(hashlib.sha256(storage.read_bytes(path)).digest())
     return digest.hexdigest()[:16]
 
 
-def write_resolved(config, directory: Path) -> Path:
-    path = Path(directory) / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(config_dict(config), sort_keys=False))
+def write_resolved(config, directory: str | Path) -> str:
+    path = storage.join(directory, "config.yaml")
+    storage.write_bytes(path, yaml.safe_dump(config_dict(config), sort_keys=False).encode())
     return path
 
 
@@ -129,6 +155,6 @@ def config_changes(old: dict, new: dict, prefix: str = "") -> list[str]:
     return changes
 
 
-def read_resolved(directory: Path) -> dict | None:
-    path = Path(directory) / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else None
+def read_resolved(directory: str | Path) -> dict | None:
+    path = storage.join(directory, "config.yaml")
+    return yaml.safe_load(storage.read_text(path)) if storage.exists(path) else None

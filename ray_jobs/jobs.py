@@ -2,9 +2,10 @@
 the jobs built on it (render, multiview, composite, router scenes) with their contact sheets."""
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
-import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ray_jobs.shardwork import RunSummary, ShardJob, plan_shards
 from render.backends.settings import CHARACTER_SUFFIXES as BLENDER_CHARACTER_SUFFIXES
 from render.config import RenderConfig
 from render.gltf import BINARY_GLTF_SUFFIXES
+from shards import storage
 from shards.keys import shard_name
 from shards.stage import Stage
 from shards.writer import package_versions, shard_is_complete
@@ -28,21 +30,41 @@ CHARACTER_SUFFIXES = {"pyrender": BINARY_GLTF_SUFFIXES, "fake": BINARY_GLTF_SUFF
 RUNNERS = ("ray", "local")
 
 
-def character_files(config: RenderConfig, out_dir: Path) -> list[str]:
-    """The job's characters: generated into OUT/characters, or the asset files of a folder that
-    the chosen backend reads."""
-    if config.characters.source == "procedural":
-        from render.procedural import generate_characters
-        return [str(p) for p in generate_characters(out_dir / "characters", config.characters.count,
-                                                    config.characters.seed)]
-    folder = Path(config.characters.source)
+GENERATED = ("procedural", "human")  # characters.source values that generate characters instead of reading a folder
+
+
+def generator(kind: str):
+    """The writer of generated characters of ``kind``: (out_dir, count, seed) -> paths."""
+    if kind == "human":
+        from render.human import generate_humans
+        return generate_humans
+    from render.procedural import generate_characters
+    return generate_characters
+
+
+def character_files(config: RenderConfig, out_dir: str | Path) -> list[str]:
+    """The job's characters: generated into OUT/characters (on object storage: generated here and
+    uploaded, so workers on any node read them), or the asset files of a folder (a path or a URL)
+    that the chosen backend reads."""
+    if config.characters.source in GENERATED:
+        generate = generator(config.characters.source)
+        if not storage.is_remote(out_dir):
+            return [str(p) for p in generate(Path(out_dir) / "characters", config.characters.count,
+                                             config.characters.seed)]
+        with tempfile.TemporaryDirectory(prefix="pairforge-characters-") as scratch:
+            generate(scratch, config.characters.count, config.characters.seed)
+            for local in sorted(Path(scratch).iterdir()):
+                storage.put_file(local, storage.join(out_dir, "characters", local.name))
+        return storage.glob(storage.join(out_dir, "characters"), "*.glb")
+    folder = storage.absolute(config.characters.source)
     suffixes = CHARACTER_SUFFIXES[config.backend]
-    if not folder.is_dir():
+    if not storage.is_dir(folder):
         raise FileNotFoundError(f"characters.source: {folder} is not a folder; give a folder of "
-                                f"{'/'.join(suffixes)} files or 'procedural'")
-    files = sorted(str(p.resolve()) for p in folder.iterdir() if p.suffix.lower() in suffixes)
+                                f"{'/'.join(suffixes)} files, 'procedural' or 'human'")
+    names = storage.glob(folder, "*")
+    files = [f for f in names if Path(f).suffix.lower() in suffixes]
     if not files:
-        others = sorted({p.suffix.lower() for p in folder.iterdir()} & set(CHARACTER_SUFFIXES["blender"]))
+        others = sorted({Path(f).suffix.lower() for f in names} & set(CHARACTER_SUFFIXES["blender"]))
         hint = f" ({', '.join(others)} files need --backend blender)" if others else ""
         raise FileNotFoundError(f"characters.source: no {'/'.join(suffixes)} files in {folder}{hint}")
     return files
@@ -58,15 +80,14 @@ def prepare_output(config, config_dir: Path, shard_dir: Path, overwrite: bool) -
         raise ConfigError(f"{config_dir} was written with another config ({listed}). Re-run with the same "
                           f"settings to resume, choose a new --out, or pass --overwrite to replace it")
     if changes:
-        shutil.rmtree(shard_dir, ignore_errors=True)
+        storage.remove_tree(shard_dir)
     write_resolved(config, config_dir)
 
 
-def write_plan(shard_dir: Path, config, shards: list[list[dict]]) -> None:
+def write_plan(shard_dir: str | Path, config, shards: list[list[dict]]) -> None:
     """The job's shard layout, for ``pairforge status``."""
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    (shard_dir / "plan.json").write_text(json.dumps(
-        {"config_hash": config_hash(config), "shards": len(shards), "samples": [len(s) for s in shards]}))
+    storage.write_bytes(storage.join(shard_dir, "plan.json"), json.dumps(
+        {"config_hash": config_hash(config), "shards": len(shards), "samples": [len(s) for s in shards]}).encode())
 
 
 @dataclass(frozen=True)
@@ -91,7 +112,7 @@ class RunOptions:
 def finished_before(shard_dir: Path, config) -> bool:
     """Whether every shard of the job's last plan in ``shard_dir`` is complete under ``config``."""
     try:
-        plan = json.loads((Path(shard_dir) / "plan.json").read_text())
+        plan = json.loads(storage.read_bytes(storage.join(shard_dir, "plan.json")))
     except (OSError, ValueError):
         return False
     digest = config_hash(config)
@@ -118,7 +139,8 @@ def run_job(stage: Stage, shards: list[list[dict]], shard_dir: Path, config, opt
     """The one job function: ``stage`` over the work list ``shards`` into ``shard_dir`` on the
     chosen runner, with what the stage declares (schema, batch size, deadline, resources)."""
     write_plan(shard_dir, config, shards)
-    job = ShardJob(str(Path(shard_dir).resolve()), config_hash(config), package_versions(*stage.packages))
+    job = ShardJob(storage.absolute(shard_dir), config_hash(config), package_versions(*stage.packages),
+                   dataclasses.asdict(storage.settings()))
     if options.runner == "local":
         from ray_jobs.local import run_local
         return run_local(stage, shards, job, options.progress)
@@ -130,11 +152,16 @@ def run_render(config: RenderConfig, out_dir: str | Path, options: RunOptions = 
     """Characters of ``config`` -> ``synthetic_pair`` shards in ``out_dir``/pairs."""
     from render.stage import RenderStage, plan_items
 
-    out_dir = Path(out_dir).resolve()
-    prepare_output(config, out_dir, out_dir / "pairs", options.overwrite)
-    shards = plan_while_starting(options, out_dir / "pairs", config, lambda: plan_shards(
+    out_dir = storage.absolute(out_dir)
+    storage.check_access(out_dir, write=True)
+    if config.characters.source not in GENERATED:
+        storage.check_access(config.characters.source)
+    pairs = storage.join(out_dir, "pairs")
+    prepare_output(config, out_dir, pairs, options.overwrite)
+    shards = plan_while_starting(options, pairs, config, lambda: plan_shards(
         plan_items(config, character_files(config, out_dir)), config.samples_per_shard))
-    return run_job(RenderStage(config, log_dir=str(out_dir / "logs")), shards, out_dir / "pairs", config, options)
+    logs = storage.join(out_dir, "logs") if not storage.is_remote(out_dir) else tempfile.mkdtemp(prefix="pairforge-logs-")
+    return run_job(RenderStage(config, log_dir=logs), shards, pairs, config, options)
 
 
 def run_multiview(config, out_dir: str | Path, options: RunOptions = RunOptions()) -> RunSummary:
@@ -148,10 +175,21 @@ def run_multiview(config, out_dir: str | Path, options: RunOptions = RunOptions(
     return run_job(MultiviewStage(config, log_dir=str(out_dir / "logs")), shards, out_dir, config, options)
 
 
-def pairs_folder(in_dir: str | Path) -> Path:
-    """A render job's --out, or its pairs/ folder itself -> the folder of synthetic_pair shards."""
-    in_dir = Path(in_dir).resolve()
-    return in_dir / "pairs" if (in_dir / "pairs").is_dir() else in_dir
+def pairs_folder(in_dir: str | Path) -> str:
+    """A render job's --out, or its pairs/ folder itself (a path or a URL) -> the folder of
+    synthetic_pair shards."""
+    in_dir = storage.absolute(in_dir)
+    pairs = storage.join(in_dir, "pairs")
+    return pairs if storage.is_dir(pairs) else in_dir
+
+
+def check_storage(config, in_dir: str, out_dir: str) -> None:
+    """Before any work: the input, the backgrounds and the output (written and removed a probe)
+    are reachable; a missing bucket or denied access is a StorageError naming the URL."""
+    storage.check_access(in_dir)
+    if config.backgrounds != "procedural":
+        storage.check_access(config.backgrounds)
+    storage.check_access(out_dir, write=True)
 
 
 def run_composite(config, in_dir: str | Path, out_dir: str | Path, options: RunOptions = RunOptions()) -> RunSummary:
@@ -160,11 +198,11 @@ def run_composite(config, in_dir: str | Path, out_dir: str | Path, options: RunO
     from render.compositing.backgrounds import open_backgrounds
     from render.compositing.stage import CompositeStage, plan_composite_items
 
-    in_dir = Path(in_dir).resolve()
+    in_dir, out_dir = storage.absolute(in_dir), storage.absolute(out_dir)
+    check_storage(config, in_dir, out_dir)
     shards = plan_composite_items(pairs_folder(in_dir), config.seed)
     if not shards:
         raise FileNotFoundError(f"--in {in_dir}: no synthetic_pair shards found")
-    out_dir = Path(out_dir).resolve()
     prepare_output(config, out_dir, out_dir, options.overwrite)
     open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
     return run_job(CompositeStage(config), shards, out_dir, config, options)
@@ -209,7 +247,8 @@ def run_router_scenes(config, in_dir: str | Path, out_dir: str | Path, options: 
     from render.compositing.backgrounds import open_backgrounds
     from render.compositing.scenes import RouterSceneStage, plan_scenes
 
-    out_dir = Path(out_dir).resolve()
+    in_dir, out_dir = storage.absolute(in_dir), storage.absolute(out_dir)
+    check_storage(config, in_dir, out_dir)
     prepare_output(config, out_dir, out_dir, options.overwrite)
     open_backgrounds(config)  # fails now, before any work, on a backgrounds folder that is missing or empty
     shards = plan_while_starting(options, out_dir, config, lambda: plan_scenes(pairs_folder(in_dir), config))

@@ -3,18 +3,18 @@ bytes and manifests as the Ray runner."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from ray_jobs.shardwork import InputShards, RunSummary, ShardJob, produce_shard, shards_left
+from shards import storage
 from shards.stage import Stage
 
 
 def run_local(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: bool = True) -> RunSummary:
     from tqdm import tqdm
 
-    out_dir = Path(job.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(str(out_dir), runner="local")
+    out_dir = job.out_dir  # absolute: a path or a URL
+    storage.makedirs(out_dir)
+    summary = RunSummary(out_dir, runner="local")
     todo = shards_left(out_dir, shards, job.config_hash, summary)
     bar = tqdm(total=sum(len(shards[i]) for i in todo), unit="sample", disable=not progress, desc=stage.name)
     started = time.perf_counter()
@@ -29,4 +29,5 @@ def run_local(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: b
         stage.teardown()
         bar.close()
     summary.seconds = time.perf_counter() - started
+    summary.storage_retries = storage.retry_counts()
     return summary

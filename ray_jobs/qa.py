@@ -12,7 +12,8 @@ def run_qa(sample: int, out: str | Path, backend: str = "pyrender", overrides: l
     from ray_jobs.config import load_config
     from ray_jobs.jobs import character_files
     from render.config import RenderConfig
-    from render.qa import check_parity, check_records, write_contact_sheet, write_report
+    from render.qa import (check_parity, check_records, joint_visibility, visibility_lines, write_contact_sheet,
+                           write_report)
     from render.stage import RenderStage, plan_items
     from shards.reader import decode_member
 
@@ -54,6 +55,9 @@ def run_qa(sample: int, out: str | Path, backend: str = "pyrender", overrides: l
              f"{len(failures)} failed, {len(rejects)} render reject(s)"]
     lines += [f"  FAIL {f.backend} {f.key} {f.check}: {f.detail}" for f in failures[:20]]
     lines += [f"  REJECT {r['backend']} {r['key']}: {r['error']}" for r in rejects[:20]]
+    for name, records in by_backend.items():
+        lines.append(f"per-joint visibility on {name} (source renders):")
+        lines += visibility_lines(joint_visibility([record["json"] for record in records.values()]))
     lines += [f"contact sheet: {sheet}", f"report: {report}"]
     return {"ok": not failures and not rejects, "failures": len(failures) + len(rejects), "report": report,
             "contact_sheet": sheet, "lines": lines}

@@ -15,12 +15,12 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from pathlib import Path
 
 import ray
 
 from ray_jobs.config import ConfigError
 from ray_jobs.shardwork import InputShards, RunSummary, ShardJob, Watchdog, produce_shard, shards_left
+from shards import storage
 from shards.keys import shard_name
 from shards.stage import Stage, StageUnavailable
 from shards.writer import read_manifest
@@ -65,7 +65,7 @@ class ShardHost:
     def start(self, stage: Stage, job: ShardJob) -> None:
         self.stop()
         self.stage, self.job, self.inputs, self.problem = stage, job, InputShards(), ""
-        self.watchdog = Watchdog.of_process(Path(job.out_dir), stage.sample_timeout) if stage.sample_timeout else None
+        self.watchdog = Watchdog.of_process(job.out_dir, stage.sample_timeout) if stage.sample_timeout else None
         try:
             stage.setup()
         except StageUnavailable as error:
@@ -178,9 +178,9 @@ def run_ray(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: boo
             address: str | None = None, workers: int | None = None) -> RunSummary:
     from tqdm import tqdm
 
-    out_dir = Path(job.out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(str(out_dir), runner="ray")
+    out_dir = job.out_dir  # absolute: a path or a URL
+    storage.makedirs(out_dir)
+    summary = RunSummary(out_dir, runner="ray")
     todo = shards_left(out_dir, shards, job.config_hash, summary)
     if not todo:
         return summary
@@ -223,8 +223,8 @@ def run_ray(stage: Stage, shards: list[list[dict]], job: ShardJob, progress: boo
                     queue.appendleft(index)
                 else:
                     summary.failed.append(shard_name(index))
-                    for stale in out_dir.glob(f"{shard_name(index)}.*.tmp"):  # what its dead writers left
-                        stale.unlink(missing_ok=True)
+                    for stale in storage.glob(out_dir, f"{shard_name(index)}.*.tmp"):  # what its dead writers left
+                        storage.remove(stale)
                 if not stage.stateless:
                     slot = _Pool.replace(slot)
                     slot.start.remote(stage_ref, job)

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from shards import storage
 from shards.keys import shard_name
 from shards.reader import ShardError, decode_member, iter_shard
 from shards.stage import Stage, reject_reason, rejected
@@ -33,6 +34,7 @@ class RunSummary:
     setup_seconds: float = 0.0    # of `seconds`, until the first shard began: workers up, stage set up
     runner: str = "local"
     workers: int = 0              # Ray workers that ran the shards left (0: none were left)
+    storage_retries: dict = field(default_factory=dict)  # operation -> transient storage errors retried (this process)
 
     def add(self, manifest: dict) -> None:
         """Count a finished shard from its manifest."""
@@ -56,6 +58,9 @@ class RunSummary:
         if self.failed:
             out.append(f"FAILED: {len(self.failed)} shards whose workers kept dying ({', '.join(self.failed[:5])}"
                        f"{' ...' if len(self.failed) > 5 else ''}); re-run the same command to retry them")
+        if self.storage_retries:
+            out.append(f"storage: {sum(self.storage_retries.values())} transient errors retried ("
+                       + ", ".join(f"{op} {n}" for op, n in sorted(self.storage_retries.items())) + ")")
         out.append(f"shards: {self.out_dir}")
         return out
 
@@ -64,17 +69,21 @@ def plan_shards(items: list[dict], per_shard: int) -> list[list[dict]]:
     return [items[i:i + per_shard] for i in range(0, len(items), per_shard)]
 
 
-def shards_left(out_dir: Path, shards: list[list[dict]], config_hash: str, summary: RunSummary) -> list[int]:
-    """Indices of the shards still to do; the finished ones are counted into ``summary``, and
-    leftovers of unfinished attempts at the shards to redo are removed."""
+def shards_left(out_dir: str | Path, shards: list[list[dict]], config_hash: str, summary: RunSummary) -> list[int]:
+    """Indices of the shards still to do (``out_dir`` a path or a URL); the finished ones are
+    counted into ``summary``, and leftovers of unfinished attempts at the shards to redo are
+    removed: temporary files, and a tar or manifest not part of a complete shard (the manifest
+    first, so nothing reads as complete meanwhile; the writer's create-only upload needs the
+    place free)."""
     todo = []
     for i in range(len(shards)):
         if shard_is_complete(out_dir, shard_name(i), config_hash):
             summary.add(read_manifest(out_dir, shard_name(i)))
         else:
             todo.append(i)
-            for stale in Path(out_dir).glob(f"{shard_name(i)}.*tmp"):
-                stale.unlink(missing_ok=True)
+            for stale in [*storage.glob(out_dir, f"{shard_name(i)}.*tmp"), storage.join(out_dir, f"{shard_name(i)}.json"),
+                          storage.join(out_dir, f"{shard_name(i)}.tar")]:
+                storage.remove(stale)
     summary.shards_total, summary.shards_skipped = len(shards), len(shards) - len(todo)
     return todo
 
@@ -122,16 +131,17 @@ class Watchdog:
     _current: "Watchdog | None" = None
 
     def __init__(self):
-        self.directory, self.seconds = Path("."), 0.0
+        self.directory, self.seconds = ".", 0.0
         self._armed: tuple[str, list[str], float] | None = None
         threading.Thread(target=self._watch, name="watchdog", daemon=True).start()
 
     @classmethod
-    def of_process(cls, out_dir: Path, seconds: float) -> "Watchdog":
-        """This process's watchdog, pointed at ``out_dir`` with deadline ``seconds`` per sample."""
+    def of_process(cls, out_dir: str, seconds: float) -> "Watchdog":
+        """This process's watchdog, pointed at ``out_dir`` (a path or a URL, so that a shard retried
+        on another node finds the record) with deadline ``seconds`` per sample."""
         if cls._current is None:
             cls._current = cls()
-        cls._current.directory, cls._current.seconds = Path(out_dir) / "_watchdog", seconds
+        cls._current.directory, cls._current.seconds = storage.join(out_dir, "_watchdog"), seconds
         return cls._current
 
     def arm(self, shard: str, keys: list[str]) -> None:
@@ -143,18 +153,19 @@ class Watchdog:
     def record(self, shard: str) -> dict:
         """Keys of ``shard`` that ran past the deadline before. Keys that hung alone under another
         deadline (a job resumed with a new deadline) are suspects again, not rejects."""
-        path = self.directory / f"{shard}.hung"
-        saved = json.loads(path.read_text()) if path.exists() else {"suspects": [], "hung": []}
+        path = storage.join(self.directory, f"{shard}.hung")
+        saved = json.loads(storage.read_bytes(path)) if storage.exists(path) else {"suspects": [], "hung": []}
         if saved.get("seconds", self.seconds) == self.seconds:
             return {"suspects": saved["suspects"], "hung": saved["hung"], "seconds": self.seconds}
         return {"suspects": saved["suspects"] + saved["hung"], "hung": [], "seconds": self.seconds}
 
     def forget(self, shard: str) -> None:
-        (self.directory / f"{shard}.hung").unlink(missing_ok=True)
-        try:
-            self.directory.rmdir()  # only once no shard has a record left
-        except OSError:
-            pass
+        storage.remove(storage.join(self.directory, f"{shard}.hung"))
+        if not storage.is_remote(self.directory):
+            try:
+                os.rmdir(self.directory)  # only once no shard has a record left
+            except OSError:
+                pass
 
     def _watch(self) -> None:
         while True:
@@ -164,8 +175,7 @@ class Watchdog:
                 shard, keys, _ = armed
                 record = self.record(shard)
                 record["hung" if len(keys) == 1 else "suspects"] += keys
-                self.directory.mkdir(parents=True, exist_ok=True)
-                (self.directory / f"{shard}.hung").write_text(json.dumps(record))
+                storage.write_bytes(storage.join(self.directory, f"{shard}.hung"), json.dumps(record).encode())
                 os._exit(3)  # the runner replaces the worker and retries the shard
 
 
@@ -207,6 +217,7 @@ class ShardJob:
     out_dir: str
     config_hash: str
     versions: dict
+    storage: dict = field(default_factory=dict)  # the driver's non-secret storage settings (shards.storage.configure)
 
 
 def _with_inputs(inputs: InputShards, items: list[dict], decodes: frozenset) -> list[dict]:
@@ -223,7 +234,8 @@ def _with_inputs(inputs: InputShards, items: list[dict], decodes: frozenset) -> 
 def produce_shard(stage: Stage, job: ShardJob, index: int, items: list[dict], inputs: InputShards,
                   on_batch=None, watchdog: Watchdog | None = None) -> dict:
     """Run ``items`` through ``stage`` into shard ``index``; returns its manifest."""
-    name, out_dir, timeout = shard_name(index), Path(job.out_dir), stage.sample_timeout
+    name, out_dir, timeout = shard_name(index), job.out_dir, stage.sample_timeout
+    storage.configure(**job.storage)  # a worker on another node: the driver's storage settings
     seen = watchdog.record(name) if watchdog else {"suspects": [], "hung": []}
     hung, suspects = set(seen["hung"]), set(seen["suspects"])
     with ShardWriter(out_dir, name, stage.schema, job.config_hash, job.versions) as writer:
@@ -255,8 +267,8 @@ def produce_shard(stage: Stage, job: ShardJob, index: int, items: list[dict], in
                     writer.write(record)
             if on_batch is not None:
                 on_batch(len(batch))
-    for stale in out_dir.glob(f"{name}.*.tar.tmp"):  # left by a writer that died on this shard
-        stale.unlink(missing_ok=True)
+    for stale in storage.glob(out_dir, f"{name}.*.tar.tmp"):  # left by a writer that died on this shard
+        storage.remove(stale)
     if watchdog:
         watchdog.forget(name)
     return writer.manifest

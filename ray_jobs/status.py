@@ -1,27 +1,30 @@
 """``pairforge status DIR``: how far a job is, read from its plan and manifests alone, so it works
-on a running job, a finished one, or one that died."""
+on a running job, a finished one, or one that died; DIR is a path or a URL (s3://, gs://)."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from pathlib import Path
 
+from shards import storage
 from shards.keys import shard_name
 from shards.stage import reject_reason
 from shards.writer import read_manifest
 
 
-def _shard_dir(directory: Path) -> Path:
-    return directory / "pairs" if (directory / "pairs" / "plan.json").exists() else directory
+def _shard_dir(directory: str) -> str:
+    pairs = storage.join(directory, "pairs")
+    return pairs if storage.exists(storage.join(pairs, "plan.json")) else directory
 
 
 def job_status(directory: str | Path) -> list[str]:
-    root = _shard_dir(Path(directory))
-    plan_path = root / "plan.json"
-    if not plan_path.exists():
+    root = _shard_dir(storage.absolute(directory))
+    plan_path = storage.join(root, "plan.json")
+    if not storage.exists(plan_path):
         raise FileNotFoundError(f"{directory}: no plan.json; is this the --out of a pairforge job?")
-    plan = json.loads(plan_path.read_text())
+    plan = json.loads(storage.read_bytes(plan_path))
     done, stale, reasons = [], [], Counter()
     samples_done = rejected = 0
     for i in range(plan["shards"]):
@@ -35,7 +38,8 @@ def job_status(directory: str | Path) -> list[str]:
         samples_done += manifest["count"]
         rejected += len(manifest["rejects"])
         reasons.update(reject_reason(r["error"]) for r in manifest["rejects"])
-    in_progress = sorted({p.name.split(".")[0] for p in root.glob("*.tar.tmp")})
+    unfinished = storage.glob(root, "*.tar.tmp")  # on object storage a shard is uploaded whole: none
+    in_progress = sorted({storage.name(p).split(".")[0] for p in unfinished})
     total_samples = sum(plan["samples"])
     left = [i for i in range(plan["shards"]) if i not in set(done)]
     lines = [f"{root}: {len(done)}/{plan['shards']} shards complete "
@@ -43,7 +47,7 @@ def job_status(directory: str | Path) -> list[str]:
     if reasons:
         lines.append("  rejected by reason: " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()))
     if in_progress:
-        newest = max(p.stat().st_mtime for p in root.glob("*.tar.tmp"))
+        newest = max(os.path.getmtime(p) for p in unfinished)
         lines.append(f"  being written (or left by a dead worker): {', '.join(in_progress)}; "
                      f"last write {time.time() - newest:.0f} s ago")
     if stale:

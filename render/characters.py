@@ -22,11 +22,15 @@ from render.skeleton import (
     FOLLOWS,
     JOINT_PARENTS,
     JOINTS,
+    BODY_PARTS,
     LANDMARKS,
     OPENPOSE_SOURCES,
+    PART_INDEX,
+    PART_OF_JOINT,
     face_landmark_offsets,
     rest_positions,
 )
+from shards.storage import is_remote, read_bytes
 
 HEAD_OUTLINE = ("head_top", "chin", "left_ear", "right_ear")
 
@@ -46,7 +50,8 @@ class Primitive:
     morphs: dict[str, np.ndarray]
     texture: np.ndarray | None
     colour: tuple[float, float, float, float]
-    head_faces: np.ndarray = None   # (M,) faces whose three vertices ride rigidly on the head bone
+    head_faces: np.ndarray = None   # (F,) bool: faces whose three vertices the head (and bones under it) moves most
+    face_parts: np.ndarray = None   # (F,) uint8: the body part (render.skeleton.BODY_PARTS) moving each face most
 
 
 @dataclass
@@ -63,6 +68,7 @@ class Character:
     landmark_nodes: dict[str, int]  # landmark -> node index (added for rigs without kp_ nodes)
     meta: dict = field(default_factory=dict)
     global_rest: np.ndarray = field(init=False)
+    _stacked: tuple | None = field(init=False, default=None, repr=False)
 
     def __post_init__(self):
         self.refresh_rest()
@@ -140,6 +146,16 @@ class Character:
         ys = np.concatenate([p.positions[:, 1] for p in self.primitives])
         return float(ys.max() - ys.min())
 
+    def stacked_faces(self) -> tuple[np.ndarray, np.ndarray]:
+        """The faces of all primitives as one (F, 3) int64 array indexing their stacked vertices,
+        and each face's body part (F,): computed once."""
+        if self._stacked is None:
+            offsets = np.cumsum([0] + [len(prim.positions) for prim in self.primitives])
+            self._stacked = (np.vstack([prim.faces.astype(np.int64) + offset
+                                        for prim, offset in zip(self.primitives, offsets)]),
+                             np.concatenate([prim.face_parts for prim in self.primitives]))
+        return self._stacked
+
 
 @dataclass
 class PosedCharacter:
@@ -213,9 +229,9 @@ def _texture(glb: Glb, material: dict) -> np.ndarray | None:
 
 def load_character(path: str | Path) -> Character:
     """Read a skinned .glb and map it to the canonical skeleton; CharacterError says why not."""
-    path = Path(path)
+    url, path = str(path), Path(path)
     try:
-        glb = Glb.load(path)
+        glb = Glb(read_bytes(url), path.name) if is_remote(url) else Glb.load(path)  # a URL: s3://, gs://
         return _build(glb, path)
     except CharacterError:
         raise
@@ -287,10 +303,10 @@ def _build(glb: Glb, path: Path) -> Character:
                 eye_meshes.append(positions[np.unique(faces)])
     if not primitives:
         raise CharacterError(f"{path.name}: the skinned mesh has no primitives")
-    head_skin = np.flatnonzero(skin_nodes == joint_nodes["head"])
+    part_of_skin_joint = _skin_joint_parts(parents, skin_nodes, joint_nodes)
     for prim in primitives:
-        on_head = (prim.weights * np.isin(prim.joints, head_skin)).sum(1) >= 0.99
-        prim.head_faces = on_head[prim.faces].all(axis=1)
+        prim.face_parts, vertex_parts = _body_parts(prim, part_of_skin_joint)
+        prim.head_faces = (vertex_parts[prim.faces] == PART_INDEX["head"]).all(axis=1)
     char = Character(path.stem, str(path), primitives, names, parents, local_rest, skin_nodes, inverse_bind,
                      joint_nodes, landmark_nodes, meta=gltf.get("asset", {}).get("extras", {}).get("pairforge", {}))
     if len(char.landmark_nodes) < len(LANDMARKS):
@@ -299,9 +315,29 @@ def _build(glb: Glb, path: Path) -> Character:
     return char
 
 
+def _skin_joint_parts(parents: np.ndarray, skin_nodes: np.ndarray, joint_nodes: dict[str, int]) -> np.ndarray:
+    """Per skin joint, the body part of the nearest mapped joint at or above it (hair and eye
+    bones belong to the head, twist bones to their limb); the torso for bones above the hips."""
+    joint_of = {node: joint for joint, node in joint_nodes.items()}
+    out = np.full(len(skin_nodes), PART_INDEX["torso"], np.int64)
+    for k, node in enumerate(skin_nodes):
+        while node >= 0 and node not in joint_of:
+            node = parents[node]
+        if node >= 0:
+            out[k] = PART_INDEX[PART_OF_JOINT[joint_of[node]]]
+    return out
+
+
+def _body_parts(prim: Primitive, part_of_skin_joint: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(per face, per vertex) the body part with the most skin weight: smooth weights (automatic
+    weights, Mixamo's auto-rigger) put a vertex in the part that dominates it, not only rigid ones."""
+    share = np.zeros((len(prim.weights), len(BODY_PARTS)))
+    np.add.at(share, (np.arange(len(prim.weights))[:, None], part_of_skin_joint[prim.joints]), prim.weights)
+    return share[prim.faces].sum(axis=1).argmax(axis=1).astype(np.uint8), share.argmax(axis=1)
+
+
 def _estimate_landmarks(char: Character, hints: EyeHints | None = None) -> None:
-    """Rigs without ``kp_*`` nodes: crown and chin from the box of the vertices riding rigidly on
-    the head (as the standardized framing expects), nose, eyes and ears on the head's own surface
+    """Rigs without ``kp_*`` nodes: crown and chin from the box of the vertices the head dominates (as the standardized framing expects), nose, eyes and ears on the head's own surface
     (``face_points``); all ride on the head bone."""
     head = np.vstack([p.positions[np.unique(p.faces[p.head_faces])] for p in char.primitives])
     if len(head) < 10:

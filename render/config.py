@@ -11,8 +11,8 @@ from render.spec import SamplingRanges, StandardView
 
 @dataclass(frozen=True)
 class CharactersConfig:
-    source: str = "procedural"   # "procedural" or a directory of .glb characters
-    count: int = 8               # procedural characters to generate
+    source: str = "procedural"   # "procedural" (capsule figures), "human" (MakeHuman bodies) or a folder of .glb
+    count: int = 8               # characters to generate
     seed: int = 0
 
 

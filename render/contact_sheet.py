@@ -7,9 +7,11 @@ from PIL import Image, ImageDraw, ImageFont
 
 from render.skeleton import OPENPOSE_LIMBS
 
+# OpenPose's 18 colours (RGB), as DWPose and controlnet_aux draw them: limb i of OPENPOSE_LIMBS and
+# keypoint i of OPENPOSE18 take colour i.
 LIMB_COLOURS = [(255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
                 (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
-                (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170)]
+                (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85)]
 
 
 def on_checkerboard(rgba: np.ndarray, cell: int = 16) -> Image.Image:

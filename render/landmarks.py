@@ -21,7 +21,6 @@ NOT_EYE_WORDS = frozenset({"brow", "brows", "eyebrow", "eyebrows", "lash", "lash
                            "lids", "eyelid", "eyelids", "socket", "occlusion", "tear", "tearline", "shadow", "target",
                            "look", "aim", "ctrl", "control", "highlight"})
 VRM_EYE_BONES = ("leftEye", "rightEye")
-HEAD_WEIGHT = 0.5      # vertices following the head bone (and those under it) this much make the head's surface
 SOCKET_DEPTH = 0.012   # x head height: the least dip of the face against brow and cheek that makes an eye socket
 # x head height: how far under the surface each face landmark sits, so that where it lies on the
 # silhouette (the nose tip in profile, an ear seen from the front) it falls inside the alpha mask:
@@ -81,20 +80,11 @@ class EyeHints:
 
 
 class _Head:
-    """The head's rest surface: the faces following the head bone and the bones under it (eyes, jaw,
-    hair), with orthographic ray casts onto it."""
+    """The head's rest surface: the faces the head bone and the bones under it (eyes, jaw, hair)
+    dominate (Primitive.head_faces), with orthographic ray casts onto it."""
 
     def __init__(self, char):
-        family = {char.joint_nodes["head"]}
-        for n in range(len(char.parents)):  # nodes are stored parents-first
-            if char.parents[n] in family:
-                family.add(n)
-        head_skin = np.flatnonzero(np.isin(char.skin_nodes, list(family)))
-        triangles = []
-        for prim in char.primitives:
-            weight = (prim.weights * np.isin(prim.joints, head_skin)).sum(1)
-            triangles.append(prim.positions[prim.faces[(weight[prim.faces] >= HEAD_WEIGHT).all(axis=1)]])
-        self.triangles = np.vstack(triangles).astype(float)
+        self.triangles = np.vstack([p.positions[p.faces[p.head_faces]] for p in char.primitives]).astype(float)
         self.vertices = np.unique(self.triangles.reshape(-1, 3), axis=0)
         if len(self.vertices) < 10:
             raise ValueError("too few vertices follow the head bone to place the face")  # the loader checks first

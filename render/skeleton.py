@@ -138,3 +138,36 @@ def face_landmark_offsets(head_height: float, width: float = 1.0, depth: float =
         "head_top": np.array([0, ry, 0.0]),
         "chin": np.array([0, -ry, 0.0]),
     }
+
+
+# Body parts: each skinned vertex belongs to the part of the canonical joint that moves it most
+# (render.characters), and the posed triangles, rasterized with their part ids, say which part the
+# camera sees at a keypoint (render.backends.common). Clavicles belong to the torso, toes to the foot.
+BODY_PARTS = ("head", "neck", "torso", *(f"{s}_{p}" for s in SIDES for p in (
+    "upper_arm", "lower_arm", "hand", "upper_leg", "lower_leg", "foot")))
+PART_INDEX = {name: i for i, name in enumerate(BODY_PARTS)}
+PART_OF_JOINT = {
+    "head": "head", "neck": "neck", "hips": "torso", "spine": "torso", "chest": "torso",
+    **{f"{s}_shoulder": "torso" for s in SIDES},
+    **{f"{s}_{j}": f"{s}_{j}" for s in SIDES for j in ("upper_arm", "lower_arm", "hand", "upper_leg", "lower_leg")},
+    **{f"{s}_{j}": f"{s}_foot" for s in SIDES for j in ("foot", "toes")},
+}
+# Per OpenPose-18 keypoint, the parts that may cover it while a pose estimator still sees it: its
+# own limb segments (a joint sits where two meet). Any other part in front of it hides it.
+_OWN_PARTS = {
+    "nose": ("head",), "neck": ("neck", "torso", "head"),
+    **{f"{s}_eye": ("head",) for s in SIDES}, **{f"{s}_ear": ("head",) for s in SIDES},
+    **{f"{s}_shoulder": ("torso", "neck", f"{s}_upper_arm") for s in SIDES},
+    **{f"{s}_elbow": (f"{s}_upper_arm", f"{s}_lower_arm") for s in SIDES},
+    **{f"{s}_wrist": (f"{s}_lower_arm", f"{s}_hand") for s in SIDES},
+    **{f"{s}_hip": ("torso", f"{s}_upper_leg") for s in SIDES},
+    **{f"{s}_knee": (f"{s}_upper_leg", f"{s}_lower_leg") for s in SIDES},
+    **{f"{s}_ankle": (f"{s}_lower_leg", f"{s}_foot") for s in SIDES},
+}
+KEYPOINT_PARTS = tuple(frozenset(PART_INDEX[p] for p in _OWN_PARTS[name]) for name in OPENPOSE18)
+# The body joints (not the face) of OpenPose-18: the standardized render shows every one of them.
+BODY_KEYPOINTS = tuple(i for i, name in enumerate(OPENPOSE18) if OPENPOSE_SOURCES[name][0] == "joint")
+# Limb capsules for the interpenetration check: (name, joint at one end, joint at the other).
+LIMB_CAPSULES = tuple((f"{s}_{part}", f"{s}_{a}", f"{s}_{b}") for s in SIDES for part, a, b in (
+    ("upper_arm", "upper_arm", "lower_arm"), ("lower_arm", "lower_arm", "hand"),
+    ("upper_leg", "upper_leg", "lower_leg"), ("lower_leg", "lower_leg", "foot")))

@@ -1,6 +1,9 @@
 """RenderStage: work items (character, pose id, view id) -> ``synthetic_pair`` records.
 A character is loaded once and its standardized render made once, then reused by all of its
-pairs; a character that cannot be loaded rejects its samples with the reason, and the job goes on."""
+pairs; a character that cannot be loaded rejects its samples with the reason, and the job goes on.
+No bad record is written: a character whose standardized render is empty or whose face box is off
+its place rejects its samples, and so does a pair whose limbs pass through each other, whose
+source render is empty, or whose keypoints mostly miss the character (render.qa says why)."""
 from __future__ import annotations
 
 import json
@@ -10,6 +13,7 @@ import numpy as np
 
 from render.characters import Character, CharacterError
 from render.config import RenderConfig
+from render.qa import empty_render, interpenetration, keypoints_off_character, limb_radii, misplaced_face
 from shards.encoding import encode_png
 from render.spec import sample_source_spec, standard_spec
 from shards.keys import sample_key, sample_seed, split_of
@@ -19,6 +23,12 @@ from shards.stage import Resources, Stage, each_or_reject, rejected
 
 def _round(values, digits: int = 2) -> list:
     return np.round(np.asarray(values, dtype=float), digits).tolist()
+
+
+def keypoint_meta(result: dict) -> dict:
+    """The keypoints of a render as the record stores them (shards.schema documents the fields)."""
+    return {"keypoints": _round(result["keypoints"]), "in_frame": result["in_frame"].astype(int).tolist(),
+            "occluded": result["occluded"].astype(int).tolist()}
 
 
 def plan_items(config: RenderConfig, character_files: list[str]) -> list[dict]:
@@ -55,9 +65,10 @@ class RenderStage(Stage):
         self._blas_limit = None
         self._character: Character | None = None
         self._current: str | None = None  # the character file loaded (or failed) last
-        self._failed: str | None = None  # why it could not be loaded
+        self._failed: tuple[str, dict] | None = None  # why it cannot be used: the reason and its measurements
         self._pose_table: list | None = None
         self._standard: dict | None = None
+        self._limb_radii: dict[str, float] = {}
 
     def setup(self) -> None:
         from threadpoolctl import threadpool_limits
@@ -91,15 +102,20 @@ class RenderStage(Stage):
             result = self.backend.render(spec)
         except Exception as error:  # it cannot load, or its standard render (which every pair needs) failed
             detail = str(error) if isinstance(error, CharacterError) else f"{type(error).__name__}: {error}"
-            self._current, self._failed = path, f"character: {detail}"
+            self._current, self._failed = path, (f"character: {detail}", {})
+            return
+        problem = empty_render(result, "standardized") or misplaced_face(result, self.config.standard)
+        if problem is not None:  # every pair of this character would carry a bad target
+            self._current, self._failed = path, problem
             return
         # An interrupt (a sample deadline) leaves _current unset, so the next sample tries again.
         self._current = path
         self._character = character
+        self._limb_radii = limb_radii(character)
         self._standard = {
             "png": encode_png(result["rgb_on_white"], self.config.png_compress_level),
-            "meta": {"spec": spec.to_json(), "keypoints": _round(result["keypoints"]),
-                     "face_box": result["face_box"], "camera": result["camera"]},
+            "meta": {"spec": spec.to_json(), **keypoint_meta(result), "face_box": result["face_box"],
+                     "camera": result["camera"]},
         }
 
     def process_batch(self, items: list[dict]) -> list[dict]:
@@ -108,7 +124,8 @@ class RenderStage(Stage):
     def _sample(self, item: dict) -> dict:
         self._switch_to(item["character_file"])
         if self._character is None:
-            return rejected(item["__key__"], self._failed)
+            reason, fields = self._failed
+            return rejected(item["__key__"], reason, **fields)
         return self._render_pair(item)
 
     def _render_pair(self, item: dict) -> dict:
@@ -117,15 +134,21 @@ class RenderStage(Stage):
                                   Path(item["character_file"]).name, item["pose_id"], item["view_id"],
                                   character.expressions, self.config.resolution,
                                   self._pose_table[item["pose_id"]] if self._pose_table else None)
-        result = self.backend.render(spec)
-        if not result["mask"].any():
-            raise ValueError("empty render: the character is not in view")
+        globals_ = character.node_globals(spec.pose)
+        problem = interpenetration({joint: globals_[node][:3, 3] for joint, node in character.joint_nodes.items()},
+                                   self._limb_radii)
+        if problem is None:
+            result = self.backend.render(spec)
+            problem = empty_render(result, "source") or keypoints_off_character(result)
+        if problem is not None:
+            reason, fields = problem
+            return rejected(item["__key__"], reason, **fields)
         meta = {
             "schema": SYNTHETIC_PAIR.tag, "character_id": character.id, "character_index": item["character_index"],
             "pose_id": item["pose_id"], "view_id": item["view_id"], "seed": item["seed"],
             "split": split_of(character.id, self.config.test_fraction),
             "renderer": {"name": self.backend.name, "version": self.backend.version},
-            "src": {"spec": spec.to_json(), "keypoints": _round(result["keypoints"]), "camera": result["camera"]},
+            "src": {"spec": spec.to_json(), **keypoint_meta(result), "camera": result["camera"]},
             "std": self._standard["meta"],
         }
         return {"__key__": item["__key__"], "src.png": encode_png(result["rgba"], self.config.png_compress_level),

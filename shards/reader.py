@@ -28,6 +28,9 @@ from typing import Iterable, Iterator
 import numpy as np
 from PIL import Image
 
+from shards import storage
+from shards.encoding import decode_png
+
 IMAGE_EXTS = {"png", "jpg", "jpeg", "webp"}
 SAFE_EXTS = IMAGE_EXTS | {"json", "txt", "npy"}
 
@@ -56,6 +59,10 @@ def split_member_name(shard: str, name: str) -> tuple[str, str]:
 def decode_member(ext: str, data: bytes):
     """Decode one member: images to uint8 arrays (mode kept: RGBA stays 4 channels), json, text, npy."""
     kind = ext.rsplit(".", 1)[-1].lower()
+    if kind == "png":
+        pixels = decode_png(data)  # the writer's own PNGs, ~2x faster than Pillow; None for others
+        if pixels is not None:
+            return pixels
     if kind in IMAGE_EXTS:
         with Image.open(io.BytesIO(data)) as image:
             if image.mode not in ("RGB", "RGBA", "L"):
@@ -125,18 +132,19 @@ def _read_records(shard: str, fileobj, decode: bool) -> Iterator[dict]:
 
 
 def iter_shard(path: str | Path, decode: bool = True) -> Iterator[dict]:
-    """Yield the records of one shard in order; raises ShardError naming the shard on any problem."""
+    """Yield the records of one shard (a path or a URL, streamed) in order; raises ShardError
+    naming the shard on any problem."""
     shard = str(path)
     try:
-        with open(shard, "rb") as fileobj:
+        with storage.open_read(shard) as fileobj:
             yield from _read_records(shard, fileobj, decode)
     except (tarfile.TarError, EOFError, OSError) as error:
         raise ShardError(f"{shard}: truncated or corrupt tar ({error})") from error
 
 
-def shard_paths(directory: str | Path) -> list[Path]:
-    """The complete shards of a dataset directory, in name order."""
-    return sorted(Path(directory).glob("*.tar"))
+def shard_paths(directory: str | Path) -> list[str]:
+    """The complete shards of a dataset directory (a path or a URL), in name order."""
+    return storage.glob(directory, "*.tar")
 
 
 def iter_dataset(directory: str | Path, decode: bool = True) -> Iterator[dict]:
@@ -223,13 +231,16 @@ def shard_error_handler(exn: Exception) -> bool:
 
 
 def _safe_tar_samples(src: Iterable, decode: bool = True) -> Iterator[dict]:
-    """Pipeline stage: shard urls (``{"url": …}`` or str) -> the reader's records, with ``__url__``."""
+    """Pipeline stage: shard urls (``{"url": …}`` or str) -> the reader's records, with ``__url__``.
+    Paths and storage URLs (s3://, gs://, file://) stream through shards.storage (retried ranged
+    reads); ``pipe:`` and http(s) urls through webdataset's gopen, as in wds.WebDataset."""
     from webdataset import gopen
 
     for item in src:
         url = item["url"] if isinstance(item, dict) else item
+        by_webdataset = url.startswith(("pipe:", "http://", "https://"))
         try:
-            with gopen(url, "rb") as fileobj:
+            with (gopen(url, "rb") if by_webdataset else storage.open_read(url)) as fileobj:
                 for record in _read_records(url, fileobj, decode):
                     record["__url__"] = url
                     yield record

@@ -23,6 +23,8 @@ class Schema:
     # Members repeated per item, e.g. {"subj{i}.png": "RGBA"}; json[count_key] says how many.
     indexed: dict[str, str] = field(default_factory=dict)
     count_key: str = ""
+    # Members a record may carry or not, e.g. the caption and its lineage that ``pairforge caption`` adds.
+    optional: dict[str, str] = field(default_factory=dict)
 
     @property
     def tag(self) -> str:
@@ -41,6 +43,7 @@ class Schema:
         """Problems with a decoded record (empty when it conforms)."""
         problems = []
         expected = self.expected_members(record)
+        expected.update({member: form for member, form in self.optional.items() if member in record})
         for member, form in expected.items():
             if member not in record:
                 problems.append(f"missing member {member!r}")
@@ -64,6 +67,11 @@ class Schema:
         if not problems and "json" in self.members:
             problems += self.check_meta(record["json"], record)
         return problems
+
+
+# What ``pairforge caption`` adds to a record it captions in place: the caption, and the
+# captioner's lineage (model, revision, hash, prompt, settings) beside the untouched json.
+CAPTION_MEMBERS = {"txt": "text", "caption.json": "json"}
 
 
 def _keypoints_problems(name: str, keypoints, width: int, height: int) -> list[str]:
@@ -104,11 +112,17 @@ def _synthetic_pair_meta(meta: dict, record: dict) -> list[str]:
     return problems
 
 
+# synthetic_pair json: ``src`` and ``std`` each hold ``keypoints`` (18 x [x, y, visible], OpenPose-18
+# order) and, since issue 13, ``in_frame`` (18 x 0/1: projects inside the image, in front of the
+# camera) and ``occluded`` (18 x 0/1: in frame, but another body part covers it; a face landmark
+# also when the back of the head does). visible = in_frame and not occluded: what a pose
+# estimator would find. The standardized render shows every body joint; its ears may be hidden.
 SYNTHETIC_PAIR = Schema(
     name="synthetic_pair",
     version=1,
     members={"src.png": "RGBA", "std.png": "RGB", "json": "json"},
     check_meta=_synthetic_pair_meta,
+    optional=CAPTION_MEMBERS,
 )
 
 def _composited_pair_meta(meta: dict, record: dict) -> list[str]:
@@ -133,6 +147,7 @@ COMPOSITED_PAIR = Schema(
     version=1,
     members={"src.jpg": "RGB", "src_bgmask.png": "L", "src_pose.png": "RGB", "std.png": "RGB", "json": "json"},
     check_meta=_composited_pair_meta,
+    optional=CAPTION_MEMBERS,
 )
 
 def _router_sample_meta(meta: dict, record: dict) -> list[str]:
@@ -163,6 +178,7 @@ ROUTER_SAMPLE = Schema(
     check_meta=_router_sample_meta,
     indexed={"subj{i}.png": "RGBA", "mask{i}.png": "L"},
     count_key="subjects",
+    optional={"caption.json": "json"},
 )
 
 def _multiview_meta(meta: dict, record: dict) -> list[str]:
@@ -191,9 +207,79 @@ MULTIVIEW = Schema(
     check_meta=_multiview_meta,
     indexed={"view{i}.png": "RGBA"},
     count_key="views",
+    optional=CAPTION_MEMBERS,
 )
 
-SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR, ROUTER_SAMPLE, MULTIVIEW)}
+def _caption_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "kind", "captioner") if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    return [] if meta["schema"] == CAPTION.tag else [f"json schema {meta['schema']!r} is not {CAPTION.tag!r}"]
+
+
+# A sidecar of captions, keyed and sharded like the records it captions (``pairforge caption``).
+CAPTION = Schema(name="caption", version=1, members={"txt": "text", "json": "json"}, check_meta=_caption_meta)
+
+def _real_pair_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "photo_id", "split") if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    return [] if meta["schema"] == REAL_PAIR.tag else [f"json schema {meta['schema']!r} is not {REAL_PAIR.tag!r}"]
+
+
+# Stage II's pairs: the standardized reference the standardizer made from a photo, the photo
+# itself (bytes as curated), its caption and the lineage (photo, standardizer, captioner) in json.
+REAL_PAIR = Schema(name="real_pair", version=1,
+                   members={"ref.png": "RGB", "target.jpg": "RGB", "txt": "text", "json": "json"},
+                   check_meta=_real_pair_meta)
+
+def _standardized_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "source_key", "checkpoint_sha256") if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    return [] if meta["schema"] == STANDARDIZED.tag else [f"json schema {meta['schema']!r} is not {STANDARDIZED.tag!r}"]
+
+
+# ``pairforge standardize``: the standardizer's output for one source record (keyed like it), at the
+# source's size, with its lineage (source shard and key, checkpoint path and weights hash, sampler).
+STANDARDIZED = Schema(name="standardized", version=1, members={"std.png": "RGB", "json": "json"},
+                      check_meta=_standardized_meta)
+
+def _photo_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "source", "sha256", "keypoints", "face_box", "scores") if k not in meta]
+    if missing:
+        return [f"json lacks {missing}"]
+    problems = [] if meta["schema"] == PHOTO.tag else [f"json schema {meta['schema']!r} is not {PHOTO.tag!r}"]
+    height, width = record["image.jpg"].shape[:2]
+    if record["mask.png"].shape != (height, width):
+        problems.append(f"mask.png is {record['mask.png'].shape[1]}x{record['mask.png'].shape[0]}, image.jpg {width}x{height}")
+    problems += _keypoints_problems("keypoints", meta["keypoints"], width, height)
+    box = meta["face_box"]
+    if not (isinstance(box, list) and len(box) == 4 and box[0] < box[2] and box[1] < box[3]):
+        problems.append("face_box must be [x0, y0, x1, y1] with x0 < x1, y0 < y1")
+    return problems
+
+
+# ``pairforge curate photos``: a kept photo (bytes as curated: the original upright RGB JPEG, or
+# re-encoded after conversion), the main person's soft mask, and json: source id and sha256,
+# OpenPose-18 keypoints and face box in image pixels, the detector, every check's score
+# (scores.phash: the 64-bit pHash the job's duplicate search used) and the thresholds.
+PHOTO = Schema(name="photo", version=1, members={"image.jpg": "RGB", "mask.png": "L", "json": "json"},
+               check_meta=_photo_meta, optional=CAPTION_MEMBERS)
+
+def _curated_file_meta(meta: dict, record: dict) -> list[str]:
+    missing = [k for k in ("schema", "source", "scores") if k not in meta]
+    return [f"json lacks {missing}"] if missing else []
+
+
+# The manifests of ``pairforge curate assets|backgrounds``: one json record per kept file (its
+# path or URL, measurements and duplicate signature); rejects carry their reason in the shard
+# manifest like any other stage's.
+ASSET = Schema(name="asset", version=1, members={"json": "json"}, check_meta=_curated_file_meta)
+BACKGROUND = Schema(name="background", version=1, members={"json": "json"}, check_meta=_curated_file_meta)
+
+SCHEMAS = {schema.name: schema for schema in (SYNTHETIC_PAIR, COMPOSITED_PAIR, ROUTER_SAMPLE, MULTIVIEW, CAPTION, REAL_PAIR,
+                                              STANDARDIZED, PHOTO, ASSET, BACKGROUND)}
 
 
 def schema_named(name: str) -> Schema:

@@ -2,7 +2,14 @@
 so a retried or orphaned writer of the same shard never shares a file) and renamed to ``NAME.tar``
 only when complete; ``NAME.json`` (the manifest) is written last, so a shard is done exactly
 when its manifest exists and agrees with the tar. Bytes are deterministic (fixed mtime, owner,
-member order), so the same records always give the same shard."""
+member order), so the same records always give the same shard.
+
+On object storage (``s3://``, ``gs://``: shards/storage.py) the tar is built in a local spool file
+and uploaded whole; an object is visible only once its upload completes, so no partial shard is
+ever visible and no temporary object is left on the bucket. Both the tar and the manifest are
+uploaded create-only (S3's ``If-None-Match: *``): of two writers racing on one shard the first to
+finish its upload wins, and the other finds the object there, keeps it if its bytes equal its own
+(the usual case: shards are deterministic) and otherwise raises ShardConflict without touching it."""
 from __future__ import annotations
 
 import hashlib
@@ -17,6 +24,7 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+from shards import storage
 from shards.keys import check_key
 from shards.schema import Schema
 from shards.stage import reject_reason
@@ -35,37 +43,42 @@ def package_versions(*extra: str) -> dict[str, str]:
     return versions
 
 
-def manifest_path(directory: Path, name: str) -> Path:
-    return Path(directory) / f"{name}.json"
+def manifest_path(directory: str | os.PathLike, name: str) -> str:
+    return storage.join(directory, f"{name}.json")
 
 
-def read_manifest(directory: Path, name: str) -> dict | None:
-    path = manifest_path(directory, name)
+def read_manifest(directory: str | os.PathLike, name: str) -> dict | None:
     try:
-        return json.loads(path.read_text())
+        return json.loads(storage.read_bytes(manifest_path(directory, name)))
     except (OSError, ValueError):
         return None
 
 
-def shard_is_complete(directory: Path, name: str, config_hash: str) -> bool:
+def shard_is_complete(directory: str | os.PathLike, name: str, config_hash: str) -> bool:
     """True when NAME's manifest exists, was written under ``config_hash`` and matches the tar's size."""
     manifest = read_manifest(directory, name)
-    tar = Path(directory) / f"{name}.tar"
     return (manifest is not None and manifest.get("config_hash") == config_hash
-            and tar.is_file() and tar.stat().st_size == manifest.get("bytes"))
+            and storage.size(storage.join(directory, f"{name}.tar")) == manifest.get("bytes"))
+
+
+def _split_of_record(meta) -> str | None:
+    """The record's train/test split from its json member, so the manifest can list it: a loader
+    then takes one split from the manifests alone, without opening a tar."""
+    if not isinstance(meta, (bytes, str)):
+        return None
+    try:
+        split = json.loads(meta).get("split")
+    except (ValueError, AttributeError):
+        return None
+    return split if isinstance(split, str) else None
+
+
+class ShardConflict(RuntimeError):
+    """Another writer finished the same shard first, with other bytes; its shard is kept."""
 
 
 def _writer_token() -> str:
     return f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f"{path.name}.{_writer_token()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class ShardWriter:
@@ -79,16 +92,20 @@ class ShardWriter:
     def __init__(self, directory: str | os.PathLike, name: str, schema: Schema, config_hash: str,
                  versions: dict[str, str] | None = None):
         check_key(name)
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = storage.absolute(directory)
         self.name = name
         self.schema = schema
         self.config_hash = config_hash
         self.versions = versions or package_versions()
         self.keys: list[str] = []
+        self.splits: list[str | None] = []  # each record's json "split" (train/test), for loaders
         self.rejects: list[dict] = []
-        self._tmp_path = self.directory / f"{name}.{_writer_token()}.tar.tmp"
-        self._file = open(self._tmp_path, "wb")
+        if storage.is_remote(self.directory):  # built in a local spool file, uploaded whole by close()
+            self._tmp_path, self._file = storage.spool(name)
+        else:
+            Path(self.directory).mkdir(parents=True, exist_ok=True)
+            self._tmp_path = storage.join(self.directory, f"{name}.{_writer_token()}.tar.tmp")
+            self._file = open(self._tmp_path, "wb")
         self._hash = hashlib.sha256()
         self._tar = tarfile.open(fileobj=_HashingWriter(self._file, self._hash), mode="w|",
                                  format=tarfile.USTAR_FORMAT)
@@ -119,42 +136,71 @@ class ShardWriter:
             info.size, info.mode, info.mtime = len(data), 0o644, 0
             self._tar.addfile(info, io.BytesIO(data))
         self.keys.append(key)
+        self.splits.append(_split_of_record(members.get("json")))
 
     def close(self) -> dict:
-        """Finish the tar, rename it into place, then write the manifest; returns the manifest."""
+        """Finish the tar, put it in place, then write the manifest; returns the manifest."""
         if self.manifest is not None:
             return self.manifest
         self._tar.close()
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        tar_path = self.directory / f"{self.name}.tar"
-        os.replace(self._tmp_path, tar_path)
+        tar_url = storage.join(self.directory, f"{self.name}.tar")
+        size = os.path.getsize(self._tmp_path)
+        if storage.is_remote(tar_url):
+            try:
+                self._put_once(tar_url, lambda: storage.put_file(self._tmp_path, tar_url, exclusive=True))
+            finally:
+                os.unlink(self._tmp_path)
+        else:
+            os.replace(self._tmp_path, tar_url)
         reasons = Counter(reject_reason(r["error"]) for r in self.rejects)
         manifest = {
             "shard": f"{self.name}.tar",
             "schema": {"name": self.schema.name, "version": self.schema.version},
             "count": len(self.keys),
             "keys": self.keys,
+            **({"splits": self.splits} if any(self.splits) else {}),
             "status": {"ok": len(self.keys), "rejected": len(self.rejects)},
             "reject_reasons": dict(sorted(reasons.items())),
             "rejects": self.rejects,
-            "bytes": tar_path.stat().st_size,
+            "bytes": size,
             "sha256": self._hash.hexdigest(),
             "config_hash": self.config_hash,
             "versions": self.versions,
         }
-        _write_atomically(manifest_path(self.directory, self.name),
-                          json.dumps(manifest, indent=1, sort_keys=True).encode())
+        data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        path = manifest_path(self.directory, self.name)
+        if storage.is_remote(path):
+            self._put_once(path, lambda: storage.write_bytes(path, data, exclusive=True))
+        else:
+            storage.write_bytes(path, data)
         self.manifest = manifest
         return manifest
+
+    def _put_once(self, url: str, put) -> None:
+        """A create-only upload; if the object is already there (another writer of this shard, or
+        this upload's own first try whose answer was lost) it must hold this shard's bytes."""
+        try:
+            put()
+            return
+        except FileExistsError:
+            pass
+        if url.endswith(".tar"):
+            same = storage.sha256(url) == self._hash.hexdigest()
+        else:
+            same = json.loads(storage.read_bytes(url)).get("sha256") == self._hash.hexdigest()
+        if not same:
+            raise ShardConflict(f"{url}: another writer finished shard {self.name} first with other bytes; "
+                                "its shard is kept and this one discarded")
 
     def abort(self) -> None:
         try:
             self._tar.close()
         finally:
             self._file.close()
-        self._tmp_path.unlink(missing_ok=True)
+        Path(self._tmp_path).unlink(missing_ok=True)
 
     def __enter__(self) -> "ShardWriter":
         return self

@@ -38,7 +38,9 @@ ALLOWED = {
     "ray_jobs": None,
 }
 # shards is the data contract every training job imports: beside itself, only these outside the standard library.
-SHARDS_THIRD_PARTY = ("numpy", "PIL", "webdataset")
+# fsspec: shards/storage.py, the one filesystem layer (s3://, gs://, file:// and paths), which the writer,
+# the reader and the loaders need; pure Python, ~60 ms to import, its back-ends (s3fs, gcsfs) load on use.
+SHARDS_THIRD_PARTY = ("numpy", "PIL", "webdataset", "zlib_ng", "fsspec")
 
 # Never imported at module level by these packages (inside functions is fine). bpy's companion
 # modules (mathutils, bmesh, bpy_extras) come with bpy and count as bpy.
@@ -431,10 +433,10 @@ def test_bpy_outside_the_worker_is_found(tmp_path):
 
 def test_known_violations_are_left_out_and_stale_ones_named(tmp_path, monkeypatch):
     root = _scratch_copy(tmp_path)
-    _append(root, "train/compositing.py", "from ray_jobs import cli\n")
+    _append(root, "train/compositing.py", "from ray_jobs import status\n")  # status reaches no train module: no cycle
     _append(root, "shards/keys.py", "import shards.writer\n")
     assert violations("package", root) and violations("cycle", root)
-    monkeypatch.setitem(globals(), "KNOWN_VIOLATIONS", {("package", "train/compositing.py", "ray_jobs.cli"),
+    monkeypatch.setitem(globals(), "KNOWN_VIOLATIONS", {("package", "train/compositing.py", "ray_jobs.status"),
                                                         ("cycle", "shards/keys.py", "shards.writer"),
                                                         ("package", "render/qa.py", "curate")})
     assert violations("package", root) == [] and violations("cycle", root) == []

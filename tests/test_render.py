@@ -180,3 +180,32 @@ def test_the_mesh_shader_without_point_and_spot_lights_gives_pyrenders_pixels(ch
         for a, b in zip(ours, theirs):
             assert np.array_equal(a, b)
     renderer.close()
+
+
+@pytest.mark.slow
+def test_torch_compilers_llvm_loads_after_a_render_in_the_same_process(tmp_path):
+    """Mesa's llvmpipe and triton each bring an LLVM; loaded llvmpipe-first, triton's import
+    crashed the process (what a caption or training step after an in-process render did)."""
+    import importlib.util
+    import subprocess
+    import sys
+
+    if importlib.util.find_spec("triton") is None:
+        pytest.skip("triton (torch's GPU compiler) is not installed")
+    script = f"""
+from render.backends import make_backend
+from render.characters import load_character
+from render.procedural import generate_characters
+from render.spec import SamplingRanges, sample_source_spec
+path = generate_characters({str(tmp_path)!r}, 1, seed=0)[0]
+character = load_character(path)
+backend = make_backend("pyrender")
+backend.load(character)
+spec = sample_source_spec(SamplingRanges(), 0, 0, character.id, path.name, 0, 0, character.expressions, (64, 96))
+assert backend.render(spec)["rgba"][..., 3].any()
+import torch._dynamo  # imports triton when it is installed
+print("both loaded")
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=240,
+                            cwd=Path(__file__).parents[1])
+    assert result.returncode == 0 and "both loaded" in result.stdout, result.stderr[-2000:]

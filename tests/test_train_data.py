@@ -1,15 +1,27 @@
 """The training loader (train/data): every sample once per epoch across 2 ranks x 2 workers with
 equal batch counts, exact mid-epoch resume, reproducible on-the-fly composites, corrupt shards
-skipped and counted, wrong-kind datasets refused. Real shards: the project's render (15 samples in
-4 uneven shards) and its composite job."""
+skipped and counted, wrong-kind datasets refused, weighted mixing, uint8 output normalised on the
+device, real pairs, the Ray Data way in and Hugging Face datasets reading the same shards. Real
+shards: the project's render (15 samples in 4 uneven shards) and its composite job."""
+import itertools
 import logging
 import shutil
 from collections import Counter
 
 import numpy as np
 import pytest
+import torch
 
-from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, plan_epoch
+from train.data import (
+    DatasetKindError,
+    ShardLoader,
+    ShardSet,
+    ShardStream,
+    decoder_for,
+    plan_epoch,
+    plan_resampled,
+    to_model,
+)
 
 pytestmark = pytest.mark.slow
 SIZE = (96, 128)
@@ -229,3 +241,132 @@ def test_batches_come_in_plan_order_when_workers_hold_unequal_batch_counts(data)
     resumed = loader()
     resumed.load_state_dict({**full.state_dict(), "epoch": 0, "batches": 4})  # restored workers hold 2, 1, 1
     assert [b["__key__"] for b in resumed] == keys[4:]
+
+
+def test_mixed_datasets_are_drawn_by_their_weights(data):
+    a = ShardSet.load(str(data / "pairs" / "shard-00000{0,1}.tar"), kind="synthetic_pair")  # 8 samples
+    b = ShardSet.load(str(data / "pairs" / "shard-00000{2,3}.tar"), kind="synthetic_pair")  # 7 samples
+    mixed = ShardSet.mix([(a, 3.0), (b, 1.0)])
+    assert len(mixed) == 15 and mixed.kind == "synthetic_pair"
+    plan = plan_resampled(mixed.counts, seed=1, world_size=2, num_workers=2, weights=mixed.weights)
+    read = []
+    for rank in (0, 1):
+        items = list(itertools.islice(plan.stream_items(rank=rank, worker=1), 20_000))
+        share_a = sum(shard < 2 for shard, _ in items) / len(items)
+        assert share_a == pytest.approx(0.75, abs=0.02)  # samples, not shards, in the ratio 3 : 1 on each rank
+        read.append({shard for shard, _ in items})
+    assert read[0].isdisjoint(read[1]) and len(read[0]) == len(read[1]) == 2  # each rank its own shard of each
+    s = ShardStream(mixed, decoder_for("synthetic_pair", SIZE), 2, seed=1, resampled=True)
+    keys = [sample["__key__"] for sample in itertools.islice(s.samples(0), 12)]
+    assert set(keys) <= {k for shard in mixed.shards for k in shard.keys}
+    with pytest.raises(ValueError, match="resampled=True"):
+        ShardStream(mixed, decoder_for("synthetic_pair", SIZE), 2)
+    with pytest.raises(DatasetKindError, match="different record kinds"):
+        ShardSet.mix([(a, 1.0), (ShardSet.load(data / "composited", kind="composited_pair"), 1.0)])
+
+
+def test_uint8_samples_normalised_on_the_device_equal_the_float_samples(data):
+    floats = stream(data / "pairs", backgrounds=backgrounds())
+    raw = ShardStream(floats.source, decoder_for("synthetic_pair", SIZE, backgrounds=backgrounds(), normalize=False),
+                      2, seed=3)
+    (expected,), (compact,) = list(ShardLoader(floats))[:1], list(ShardLoader(raw))[:1]
+    assert compact["image"].dtype == compact["bg_mask"].dtype == compact["std"].dtype == torch.uint8
+    assert compact["image"].nbytes * 4 == expected["image"].nbytes
+    moved = to_model(compact)
+    for name in ("image", "bg_mask", "pose", "std", "keypoints"):
+        assert moved[name].dtype == torch.float32 and torch.allclose(moved[name], expected[name], atol=1e-6), name
+
+
+def test_real_pairs_decode_to_reference_target_and_caption(tmp_path):
+    import json
+
+    from shards.encoding import encode_jpeg, encode_png
+    from shards.schema import REAL_PAIR
+    from shards.writer import ShardWriter
+
+    photo = np.full((300, 200, 3), 90, np.uint8)
+    reference = np.full((192, 128, 3), 255, np.uint8)
+    reference[40:150, 40:90] = (200, 60, 60)
+    with ShardWriter(tmp_path, "shard-000000", REAL_PAIR, "test") as writer:
+        for i in range(3):
+            meta = {"schema": REAL_PAIR.tag, "photo_id": f"p{i}", "split": "train"}
+            writer.write({"__key__": f"p{i}", "ref.png": encode_png(reference), "target.jpg": encode_jpeg(photo),
+                          "txt": f"a person {i}".encode(), "json": json.dumps(meta).encode()})
+    s = ShardStream(ShardSet.load(tmp_path, kind="real_pair"), decoder_for("real_pair", SIZE, ref_size=(64, 96)), 3)
+    (batch,) = list(ShardLoader(s))
+    assert batch["ref"].shape == (3, 3, 96, 64) and batch["target"].shape == (3, 3, SIZE[1], SIZE[0])
+    assert batch["caption"] == ["a person 0", "a person 1", "a person 2"]
+    assert batch["original_size"][0].tolist() == [300, 200]
+    assert batch["ref"][0, 0, 48, 32] > 0.5 > batch["ref"][0, 1, 48, 32]  # the red figure, fitted
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(240)
+def test_ray_data_gives_the_same_samples_as_the_dataloader(data, ray_shut_down_after):
+    import ray
+
+    from train.data.ray_data import collate_fn, ray_dataset
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    shards = ShardSet.load(data / "pairs", kind="synthetic_pair")
+    decoder = decoder_for("synthetic_pair", SIZE, backgrounds=backgrounds(), seed=5)
+    loader = ShardLoader(ShardStream(shards, decoder, 4, seed=3), num_workers=0)
+    loader.epoch = 2
+    expected = {key: (b["image"][i], b["pose"][i], b["std"][i]) for b in loader for i, key in enumerate(b["__key__"])}
+    got = {}
+    for batch in ray_dataset(shards, decoder, epoch=2).iter_torch_batches(batch_size=4, collate_fn=collate_fn()):
+        assert batch["image"].dtype == torch.float32 and isinstance(batch["__key__"], list)
+        got.update({key: (batch["image"][i], batch["pose"][i], batch["std"][i]) for i, key in enumerate(batch["__key__"])})
+    assert sorted(got) == sorted(expected) and len(got) == 15
+    for key, tensors in got.items():
+        assert all(a.equal(b) for a, b in zip(tensors, expected[key])), key
+
+
+def test_shards_open_in_hugging_face_datasets(data, monkeypatch, tmp_path):
+    import datasets
+
+    from shards.reader import iter_dataset
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    paths = sorted(str(p) for p in (data / "pairs").glob("*.tar"))
+    hf = datasets.load_dataset("webdataset", data_files={"train": paths}, split="train", streaming=True)
+    ours = {r["__key__"]: r for r in iter_dataset(data / "pairs")}
+    seen = 0
+    for record in hf:
+        mine = ours[record["__key__"]]
+        assert np.array_equal(np.asarray(record["src.png"]), mine["src.png"]) and record["src.png"].mode == "RGBA"
+        assert np.array_equal(np.asarray(record["std.png"]), mine["std.png"])
+        assert record["json"]["character_id"] == mine["json"]["character_id"]
+        seen += 1
+    assert seen == len(ours) == 15
+
+
+def test_a_dataset_on_s3_streams_the_same_batches_as_on_disk(data, s3):
+    from shards import storage
+
+    for tar in sorted((data / "pairs").glob("shard-*")):
+        storage.put_file(tar, f"{s3}/pairs/{tar.name}")
+    remote = ShardSet.load(f"{s3}/pairs/shard-{{000000..000003}}.tar", kind="synthetic_pair")
+    assert remote.counts == [4, 4, 4, 3] and remote.shards[0].path == f"{s3}/pairs/shard-000000.tar"
+    assert ShardSet.load(f"{s3}/pairs", kind="synthetic_pair").counts == remote.counts  # a folder, as on disk
+    on_s3 = list(ShardLoader(ShardStream(remote, decoder_for("synthetic_pair", SIZE), 4, seed=3), num_workers=2))
+    on_disk = list(ShardLoader(stream(data / "pairs", batch_size=4), num_workers=2))
+    assert [b["__key__"] for b in on_s3] == [b["__key__"] for b in on_disk]
+    assert all(a["image"].equal(b["image"]) and a["std"].equal(b["std"]) for a, b in zip(on_s3, on_disk))
+    with pytest.raises(FileNotFoundError, match="no shards"):
+        ShardSet.load(f"{s3}/missing", kind="synthetic_pair")
+
+
+def test_one_split_is_read_from_the_manifests_alone(data):
+    from shards.reader import iter_dataset
+
+    truth = {r["__key__"]: r["json"]["split"] for r in iter_dataset(data / "pairs")}
+    assert set(truth.values()) == {"train", "test"}  # the fixture's characters fall in both
+    for split in ("train", "test"):
+        shards = ShardSet.load(data / "pairs", kind="synthetic_pair", split=split)
+        s = ShardStream(shards, decoder_for("synthetic_pair", SIZE), 2, seed=3)
+        keys = [k for b in ShardLoader(s, num_workers=2) for k in b["__key__"]]
+        assert sorted(keys) == sorted(k for k, v in truth.items() if v == split)
+    with pytest.raises(ValueError, match="choose train, test"):
+        ShardSet.load(data / "pairs", kind="synthetic_pair", split="val")

@@ -37,14 +37,16 @@ class OnTheFlyComposite:
         digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
         return np.random.default_rng([self.seed, self.epoch, int.from_bytes(digest, "little")])
 
-    def __call__(self, sample: dict) -> dict:
+    def __call__(self, sample: dict, size: tuple[int, int] | None = None) -> dict:
         """A decoded ``synthetic_pair`` sample -> the inputs of the standardizer: ``image`` (RGB),
-        ``bg_mask``, ``pose_image``, ``keypoints``, the target ``std`` and where it all came from."""
+        ``bg_mask``, ``pose_image``, ``keypoints``, the target ``std`` and where it all came from.
+        ``size`` (width, height): the frame to composite into (the render's own size by default);
+        compositing straight at a training size scales the character once, with no second resize."""
         rgba, meta = sample["src.png"], sample["json"]
         rng = self._rng(sample["__key__"])
-        background, name, skipped = draw_background(self.backgrounds, rng, (rgba.shape[1], rgba.shape[0]),
-                                                    self.background_tries)
-        out = composite_sample(rgba, meta["src"]["keypoints"], background, rng, self.config)
+        size = tuple(size) if size is not None else (rgba.shape[1], rgba.shape[0])
+        background, name, skipped = draw_background(self.backgrounds, rng, size, self.background_tries)
+        out = composite_sample(rgba, meta["src"]["keypoints"], background, rng, self.config, meta["src"].get("in_frame"))
         return {"__key__": sample["__key__"], "image": out["image"], "bg_mask": out["bg_mask"],
                 "pose_image": out["pose_image"], "keypoints": out["keypoints"], "std": sample["std.png"],
                 "background": name, "background_skipped": skipped,

@@ -170,7 +170,6 @@ class BlenderBackend:
         self._loaded_by_worker = 0
         self._asset: tuple[str, str, str | None] | None = None  # (load op, path, rig export) the worker holds
         self._character: Character | None = None
-        self._character_height = 0.0
         self._failed: WorkerFailed | None = None
         self.device = None
 
@@ -274,7 +273,6 @@ class BlenderBackend:
         character = load_character(export or path)
         character.id, character.path = path.stem, str(path)  # the asset's identity, not the exported rig's
         self._character = character
-        self._character_height = self._character.height()
         return self._character
 
     def render(self, spec: SceneSpec, with_head_mask: bool = False) -> dict:
@@ -297,8 +295,7 @@ class BlenderBackend:
             if character.node_names[node] in reply["points"]:
                 points[point] = np.asarray(reply["points"][character.node_names[node]])
         blender_posed = PosedCharacter(posed.positions, posed.normals, points)
-        return character_result(reply["rgba"], reply["depth"], blender_posed, camera_pose, fpx, spec,
-                                self._character_height)
+        return character_result(reply["rgba"], reply["depth"], blender_posed, character, camera_pose, fpx, spec)
 
     @staticmethod
     def _view_args(camera_pose: np.ndarray, fpx: float, resolution, lights, ambient: float) -> dict:

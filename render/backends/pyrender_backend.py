@@ -4,8 +4,10 @@ One character is loaded at a time; between poses only the vertex buffers are rew
 from __future__ import annotations
 
 import functools
+import importlib.util
 import os
 import re
+import sys
 from importlib import metadata
 
 import numpy as np
@@ -16,9 +18,22 @@ from render.geometry import project
 from render.spec import SceneSpec
 
 
+def _load_triton_first() -> None:
+    """Mesa's llvmpipe (the CPU OpenGL behind EGL here) and triton (torch's GPU compiler, which
+    ``torch._dynamo`` imports, e.g. when transformers generates) each bring their own LLVM: once
+    llvmpipe has run in a process, importing triton crashes it (SIGSEGV); in the other order both
+    work. So where triton is installed it is imported before the first GL context (~0.1 s)."""
+    if "triton" not in sys.modules and importlib.util.find_spec("triton") is not None:
+        try:
+            importlib.import_module("triton")
+        except Exception:  # a broken triton is torch's concern, not the renderer's
+            pass
+
+
 def import_pyrender():
     """pyrender and OpenGL's GL module, on EGL (headless); the error names the extra to install."""
     os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+    _load_triton_first()
     if not hasattr(np, "infty"):  # pyrender 0.1.45 still spells it so; numpy 2 removed it
         np.infty = np.inf
     try:
@@ -146,7 +161,6 @@ class PyrenderBackend:
         pr = self._pyrender
         self._scene = pr.Scene(bg_color=(0, 0, 0, 0), ambient_light=(0.3, 0.3, 0.3))
         self._character = character
-        self._character_height = character.height()
         self._parts = []
         primitives = []
         for index, prim in enumerate(character.primitives):
@@ -246,7 +260,7 @@ class PyrenderBackend:
         rgba, depth = self._renderer.render(self._scene, flags=pr.RenderFlags.RGBA)
         _straight_alpha(rgba[y0:y1, x0:x1])
         # MSAA coverage is the mask: it keeps the anti-aliased silhouette (the background clears to 0)
-        result = character_result(rgba, depth, posed, camera_pose, fpx, spec, self._character_height)
+        result = character_result(rgba, depth, posed, self._character, camera_pose, fpx, spec)
         if with_head_mask:
             result["head_mask"] = self._head_mask(posed, camera_pose, fpx, width, height)
         return result

@@ -4,12 +4,15 @@ time, so 10,000+ backgrounds cost only their file names in memory) and procedura
 downloading. Both return RGB uint8 at the requested size, cover-cropped without distortion."""
 from __future__ import annotations
 
+import io
 import warnings
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from shards import storage
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 MAX_PIXELS = 64_000_000  # larger images are refused as possible decompression bombs
@@ -26,11 +29,8 @@ def cover_resize(image: Image.Image, size: tuple[int, int], rng: np.random.Gener
     w, h = size
     scale = max(w / image.width, h / image.height)
     new = (max(w, round(image.width * scale)), max(h, round(image.height * scale)))
-    if hasattr(image, "draft") and image.format == "JPEG":
-        image.draft("RGB", new)  # decode JPEGs at a reduced size when that suffices
-        scale = max(w / image.width, h / image.height)
-        new = (max(w, round(image.width * scale)), max(h, round(image.height * scale)))
-    image = image.resize(new, Image.BILINEAR, reducing_gap=2.0)
+    if new != image.size:
+        image = image.resize(new, Image.BILINEAR, reducing_gap=2.0)
     x = int(rng.integers(0, new[0] - w + 1)) if rng is not None else (new[0] - w) // 2
     y = int(rng.integers(0, new[1] - h + 1)) if rng is not None else (new[1] - h) // 2
     return image.crop((x, y, x + w, y + h))
@@ -51,20 +51,37 @@ def _to_rgb(image: Image.Image) -> Image.Image:
         flat = Image.new("RGB", rgba.size, (128, 128, 128))
         flat.paste(rgba, mask=rgba.getchannel("A"))
         return flat
-    return image.convert("RGB")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+_TRANSPOSING_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+def _decode_reduced(image: Image.Image, size: tuple[int, int]) -> None:
+    """Let a JPEG decode at 1/2, 1/4 or 1/8 scale (in the DCT, ~4x cheaper at 1/2) when that
+    still covers ``size`` once EXIF orientation is applied; other formats are left alone."""
+    if image.format != "JPEG":
+        return
+    w, h = size
+    if image.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+        w, h = h, w
+    scale = max(w / image.width, h / image.height)
+    image.draft("RGB", (int(np.ceil(image.width * scale)), int(np.ceil(image.height * scale))))
 
 
 def load_background(path: str | Path, size: tuple[int, int], rng: np.random.Generator | None = None) -> np.ndarray:
-    """Read one background image safely (EXIF orientation applied, any mode converted, bombs
-    refused) as RGB uint8 of ``size``; BackgroundError says why not."""
-    path = Path(path)
+    """Read one background image (a path or a URL) safely (EXIF orientation applied, any mode
+    converted, bombs refused) as RGB uint8 of ``size``; BackgroundError says why not."""
+    url, path = str(path), Path(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            source = io.BytesIO(storage.read_bytes(url)) if storage.is_remote(url) else path
+            with Image.open(source) as image:
                 if image.width * image.height > MAX_PIXELS:
                     raise BackgroundError(f"{path.name}: {image.width}x{image.height} is over {MAX_PIXELS:,} pixels "
                                           "(refused as a possible decompression bomb)")
+                _decode_reduced(image, size)
                 image = ImageOps.exif_transpose(image)
                 return np.asarray(cover_resize(_to_rgb(image), size, rng))
     except BackgroundError:
@@ -74,37 +91,49 @@ def load_background(path: str | Path, size: tuple[int, int], rng: np.random.Gene
     except FileNotFoundError:
         raise BackgroundError(f"{path.name}: no such file") from None
     except (OSError, ValueError, SyntaxError) as error:
-        reason = "empty file" if path.exists() and path.stat().st_size == 0 else f"unreadable image ({error})"
+        reason = "empty file" if storage.size(url) == 0 else f"unreadable image ({error})"
         raise BackgroundError(f"{path.name}: {reason}") from None
 
 
+class _Recent:
+    """The last ``size`` backgrounds made (0: none kept), so repeated draws skip the decode."""
+
+    def __init__(self, size: int):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, key, make):
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = make()
+        if self.size > 0:
+            self.items[key] = value
+            if len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return value
+
+
 class FolderBackgrounds:
-    """The images under a folder (recursively), by index; only file names are held."""
+    """The images under a folder or a URL prefix (recursively), by index; only file names are held
+    (one listing), and each image is read when drawn."""
 
     def __init__(self, root: str | Path, cache_size: int = 32):
-        self.root = Path(root)
-        if not self.root.is_dir():
+        self.root = storage.absolute(root)
+        if not storage.is_dir(self.root):
             raise FileNotFoundError(f"backgrounds: {self.root} is not a folder")
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = [f for f in storage.find(self.root) if Path(f).suffix.lower() in IMAGE_SUFFIXES]
         if not self.files:
             raise FileNotFoundError(f"backgrounds: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) under {self.root}")
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = _Recent(cache_size)
 
     def __len__(self) -> int:
         return len(self.files)
 
     def name(self, index: int) -> str:
-        return str(self.files[index].relative_to(self.root))
+        return self.files[index][len(self.root):].lstrip("/\\")
 
     def get(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        key = (index, tuple(size))
-        if key not in self._cache:
-            self._cache[key] = load_background(self.files[index], size)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
+        return self._cache.get((index, tuple(size)), lambda: load_background(self.files[index], size))
 
 
 class ProceduralBackgrounds:
@@ -112,8 +141,7 @@ class ProceduralBackgrounds:
 
     def __init__(self, count: int = 10_000, seed: int = 0, cache_size: int = 32):
         self.count, self.seed = count, seed
-        self._cache: OrderedDict = OrderedDict()
-        self._cache_size = cache_size
+        self._cache = _Recent(cache_size)
 
     def __len__(self) -> int:
         return self.count
@@ -122,13 +150,7 @@ class ProceduralBackgrounds:
         return f"procedural-{self.seed}-{index:06d}-{PROCEDURAL_KINDS[index % len(PROCEDURAL_KINDS)]}"
 
     def get(self, index: int, size: tuple[int, int]) -> np.ndarray:
-        key = (index, tuple(size))
-        if key not in self._cache:
-            self._cache[key] = procedural_background(index, size, self.seed)
-            if len(self._cache) > self._cache_size:
-                self._cache.popitem(last=False)
-        self._cache.move_to_end(key)
-        return self._cache[key]
+        return self._cache.get((index, tuple(size)), lambda: procedural_background(index, size, self.seed))
 
 
 def _smooth_noise(rng: np.random.Generator, size: tuple[int, int], cells: int) -> np.ndarray:

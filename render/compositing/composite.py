@@ -7,7 +7,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
 
 from render.skeleton import OPENPOSE_LIMBS
 
@@ -20,6 +19,14 @@ class CompositeConfig:
     shadow: float = 0.35         # ground-shadow strength (0 = off)
     feather_px: float = 0.8      # soft edge: the alpha is eroded by a blur of this radius (0 = off)
     jpeg_quality: int = 95
+    # The pose image draws every keypoint "in_frame" (occluded ones too, where the record has the
+    # flags: a pose estimator such as DWPose returns the whole skeleton of a person in view), or
+    # only the "visible" ones (in frame and not covered by another body part).
+    pose_joints: str = "in_frame"
+
+    def __post_init__(self):
+        if self.pose_joints not in ("visible", "in_frame"):
+            raise ValueError(f"pose_joints is {self.pose_joints!r}: choose visible or in_frame")
 
 
 @dataclass(frozen=True)
@@ -150,7 +157,7 @@ def composite(rgba: np.ndarray, background: np.ndarray, placement: Placement, co
         # Contiguous planes by OpenCV: numpy's copy of a 3-of-4-channel view is ~10x slower.
         alpha, colour = cv2.extractChannel(fg, 3), cv2.cvtColor(fg, cv2.COLOR_RGBA2RGB)
         if config.feather_px > 0:
-            blurred = np.asarray(Image.fromarray(alpha).filter(ImageFilter.GaussianBlur(config.feather_px)))
+            blurred = cv2.GaussianBlur(alpha, (0, 0), config.feather_px)  # 9x Pillow's GaussianBlur, within 2 levels
             eroded = blurred < alpha  # erode the edge only: solid interiors stay 255
             if eroded.any():
                 colour[eroded] = (colour[eroded].astype(np.uint32) * blurred[eroded, None] // alpha[eroded, None])
@@ -178,29 +185,49 @@ def _over_premultiplied(colour: np.ndarray, background: np.ndarray, alpha: np.nd
 
 
 def composite_sample(rgba: np.ndarray, keypoints, background: np.ndarray, rng: np.random.Generator,
-                     config: CompositeConfig) -> dict:
+                     config: CompositeConfig, in_frame=None) -> dict:
     """One random draw (the placement) applied to the image, the alpha, the background mask, the
-    keypoints and the pose image alike: what offline shards and training loaders both call."""
+    keypoints and the pose image alike: what offline shards and training loaders both call.
+    ``in_frame``: the record's in-frame flags, drawn when ``config.pose_joints`` is "in_frame";
+    the result's ``in_frame`` is those flags after the placement (None when not drawn by them)."""
     size = (background.shape[1], background.shape[0])
     placement = sample_placement(rng, rgba[..., 3], size, config)
     out = composite(rgba, background, placement, config)
     moved = placement.move(keypoints, size)
-    return {**out, "keypoints": moved, "pose_image": pose_image(moved, size), "placement": placement}
+    drawn = None
+    if config.pose_joints == "in_frame" and in_frame is not None:
+        flagged = np.array(keypoints, dtype=float)
+        flagged[:, 2] = np.asarray(in_frame, float)
+        drawn = placement.move(flagged, size)[:, 2] > 0  # points the placement moves out of frame drop out
+    return {**out, "keypoints": moved, "pose_image": pose_image(moved, size, in_frame=drawn), "placement": placement,
+            "in_frame": None if drawn is None else drawn.astype(int).tolist()}
 
 
-def pose_image(keypoints, size: tuple[int, int], thickness: int | None = None) -> np.ndarray:
-    """An OpenPose-style skeleton image (coloured limbs and joints on black) from visible keypoints."""
+def pose_image(keypoints, size: tuple[int, int], thickness: int | None = None, in_frame=None) -> np.ndarray:
+    """The pose image a pose estimator's drawing gives (DWPose's and controlnet_aux's
+    ``draw_bodypose``): on black, each limb of OPENPOSE_LIMBS as a filled ellipse ``thickness`` px
+    wide in its OpenPose colour, the limbs dimmed to 60 %, then each keypoint as a full-colour
+    disc of radius ``thickness``. ``thickness`` defaults to DWPose's 4 px at a 512 px shorter side,
+    scaled with the resolution. Drawn: the visible keypoints (keypoints[:, 2] > 0), or, given
+    ``in_frame`` (18 flags), every keypoint in frame, occluded ones included."""
+    import cv2
+
     from render.contact_sheet import LIMB_COLOURS
     w, h = size
-    thickness = thickness or max(2, round(min(w, h) / 128))
-    image = Image.new("RGB", (w, h))
-    draw = ImageDraw.Draw(image)
+    thickness = thickness or max(1, round(4 * min(w, h) / 512))
     kp = np.asarray(keypoints, dtype=float)
+    drawn = ((kp[:, 2] > 0) if in_frame is None else np.array(in_frame, bool)) & np.isfinite(kp[:, :2]).all(axis=1)
+    canvas = np.zeros((h, w, 3), np.uint8)
+    # Limbs in their colours dimmed to 60 % (what DWPose's canvas * 0.6 leaves, without a float
+    # pass over the whole frame: only limbs are on the canvas before the discs).
     for colour, (a, b) in zip(LIMB_COLOURS, OPENPOSE_LIMBS):
-        if kp[a, 2] > 0 and kp[b, 2] > 0:
-            draw.line([tuple(kp[a, :2]), tuple(kp[b, :2])], fill=tuple(int(c * 0.6) for c in colour), width=thickness)
-    r = thickness
-    for i, (x, y, visible) in enumerate(kp):
-        if visible > 0:
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=LIMB_COLOURS[i % len(LIMB_COLOURS)])
-    return np.asarray(image)
+        if drawn[a] and drawn[b]:
+            (xa, ya), (xb, yb) = kp[a, :2], kp[b, :2]
+            length = float(np.hypot(xa - xb, ya - yb))
+            angle = int(np.degrees(np.arctan2(ya - yb, xa - xb)))
+            polygon = cv2.ellipse2Poly((int((xa + xb) / 2), int((ya + yb) / 2)), (int(length / 2), thickness),
+                                       angle, 0, 360, 1)
+            cv2.fillConvexPoly(canvas, polygon, tuple(int(c * 0.6) for c in colour))
+    for i in np.flatnonzero(drawn):
+        cv2.circle(canvas, (int(kp[i, 0]), int(kp[i, 1])), thickness, LIMB_COLOURS[i], thickness=-1)
+    return canvas

@@ -38,10 +38,11 @@ class CompositeJobConfig:
 
 def plan_composite_items(input_dir: Path, seed: int) -> list[list[dict]]:
     """One output shard per input shard, same order; each item names its input record."""
+    from shards import storage
     from shards.reader import shard_paths
     shards = []
-    for path in shard_paths(input_dir):
-        manifest = json.loads(path.with_suffix(".json").read_text())
+    for path in shard_paths(input_dir):  # paths or URLs
+        manifest = json.loads(storage.read_bytes(path.removesuffix(".tar") + ".json"))
         shards.append([{"__key__": key, "inputs": [[str(path), key]], "seed": sample_seed(seed, "composite-" + key)}
                        for key in manifest["keys"]])
     return shards
@@ -77,7 +78,8 @@ class CompositeStage(OnBackgrounds):
         rng = np.random.default_rng(item["seed"])
         background, name, skipped = draw_background(self._backgrounds, rng, (rgba.shape[1], rgba.shape[0]),
                                                     self.config.max_background_tries)
-        result = composite_sample(rgba, meta["src"]["keypoints"], background, rng, self.config.composite)
+        result = composite_sample(rgba, meta["src"]["keypoints"], background, rng, self.config.composite,
+                                  meta["src"].get("in_frame"))
         placement, keypoints = result["placement"], result["keypoints"]
         out_meta = {
             "schema": COMPOSITED_PAIR.tag, "pair_key": item["__key__"], "seed": item["seed"],
@@ -85,7 +87,8 @@ class CompositeStage(OnBackgrounds):
             "background": {"source": self.config.backgrounds, "name": name, "skipped": skipped},
             "placement": {"scale": placement.scale, "offset": list(placement.offset),
                           "harmonize": self.config.composite.harmonize, "shadow": self.config.composite.shadow},
-            "src": {"keypoints": np.round(keypoints, 2).tolist(), "pair_spec": meta["src"]["spec"]},
+            "src": {"keypoints": np.round(keypoints, 2).tolist(), "pair_spec": meta["src"]["spec"],
+                    **({"in_frame": result["in_frame"]} if result["in_frame"] is not None else {})},
             "std": meta["std"],
         }
         return {

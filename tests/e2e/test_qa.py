@@ -80,19 +80,25 @@ def test_parity_compares_the_keypoints_both_backends_see(records):
     def agree(edit) -> bool:
         other = copy.deepcopy(good)
         edit(other["json"]["src"]["keypoints"])
-        [finding] = check_parity({"k": good}, {"k": other}, ("pyrender", "blender"))
+        finding, visibility = check_parity({"k": good}, {"k": other}, ("pyrender", "blender"))
+        assert visibility.check == "backends_agree_on_visibility"
         return finding.passed
 
     assert agree(lambda k: None)
     assert agree(lambda k: k[hidden[0]].__setitem__(0, float("nan")))  # behind the camera, say
     assert not agree(lambda k: k[visible[0]].__setitem__(0, k[visible[0]][0] + 5.0))
+    flipped = copy.deepcopy(good)
+    for i in visible[:2]:  # 2 of 18 keypoints: 89 % agreement, under the 95 % asked
+        flipped["json"]["src"]["keypoints"][i][2] = 0.0
+    assert not check_parity({"k": good}, {"k": flipped}, ("pyrender", "blender"))[1].passed
 
 
 def test_qa_command_passes_and_reports(tmp_path):
     out = tmp_path / "qa"
     assert main(["qa", "--sample", "4", "--out", str(out), "--resolution", "256x384"]) == 0
     report = json.loads((out / "report.json").read_text())
-    assert report["failed"] == 0 and len(report["findings"]) == 4 * 5 + 2
+    assert report["failed"] == 0 and len(report["findings"]) == 4 * 6 + 2
+    assert set(report["visibility"]["pyrender"]) >= {"neck", "left_hip", "right_ear"}
     assert "all invariants hold" in (out / "report.html").read_text()
     assert (out / "contact_sheet.png").stat().st_size > 10_000
 

@@ -40,6 +40,9 @@ class ShardStream:
             raise ValueError(f"a {decoder.kind} decoder for a dataset of {source.kind} records")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in a world of {world_size}")
+        if source.weights is not None and not resampled:
+            raise ValueError("a mix with weights draws shards by weight: use resampled=True (an epoch reads "
+                             "every sample once, so weights would not apply)")
         self.source, self.decoder, self.batch_size = source, decoder, batch_size
         self.rank, self.world_size, self.seed, self.drop_last = rank, world_size, seed, drop_last
         self.resampled = resampled  # shards drawn with replacement, endlessly (split.ResampledPlan)
@@ -48,7 +51,8 @@ class ShardStream:
 
     def plan(self, epoch: int, num_workers: int = 1) -> EpochPlan | ResampledPlan:
         if self.resampled:
-            return plan_resampled(self.source.counts, self.seed, self.world_size, num_workers, self.batch_size)
+            return plan_resampled(self.source.counts, self.seed, self.world_size, num_workers, self.batch_size,
+                                  self.source.weights)
         return plan_epoch(self.source.counts, self.seed, epoch, self.world_size, num_workers,
                           self.batch_size, self.drop_last)
 
@@ -78,13 +82,14 @@ class ShardStream:
     def _read_run(self, shard_index: int, indices: list[int], epoch: int):
         """(sample, "") for each wanted record of one shard, (None, shard path) for each that failed."""
         shard = self.source.shards[shard_index]
-        wanted, done, last = set(indices), set(), max(indices)
+        wanted = {shard.position(i): shard.keys[i] for i in indices}  # place in the tar -> key
+        done, last = set(), max(wanted)
         try:
             for index, raw in enumerate(read_shard(shard.path, decode=False)):
                 if index in wanted:
-                    if raw["__key__"] != shard.keys[index]:
+                    if raw["__key__"] != wanted[index]:
                         raise ShardError(f"{shard.path}: record {index} is {raw['__key__']!r}, its manifest "
-                                         f"says {shard.keys[index]!r}")
+                                         f"says {wanted[index]!r}")
                     done.add(index)
                     try:
                         sample = self._decode(shard.path, raw, epoch)

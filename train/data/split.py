@@ -106,7 +106,8 @@ def plan_epoch(counts, seed: int, epoch: int, world_size: int = 1, num_workers: 
 @dataclass(frozen=True)
 class ResampledPlan:
     """Step-based training: each (rank, worker) reads whole shards drawn with replacement by
-    (seed, rank, worker, draw), endlessly. Batch j of a rank is still made by worker
+    (seed, rank, worker, draw), endlessly, each rank from its own part of the shards (see
+    ``_cumulative``). Batch j of a rank is still made by worker
     ``j % num_workers`` (its ``j // num_workers``-th batch), so a restored loader resumes exactly
     as in the epoch plan; there are no epochs (``epoch`` stays 0) and no end."""
     counts: tuple[int, ...]
@@ -114,13 +115,35 @@ class ResampledPlan:
     world_size: int
     num_workers: int
     batch_size: int
+    weights: tuple[float, ...] | None = None  # per shard; None: every non-empty shard alike
     epoch: int = 0
     batches = None  # endless
 
+    @cached_property
+    def _cumulative(self) -> np.ndarray:
+        """Per rank, the cumulative draw probabilities of the shards: each rank draws only from its
+        own part of every group of like-weighted shards (a dataset of a mix; the whole dataset
+        otherwise) that has a shard for every rank, so ranks read different shards; a group with
+        fewer shards than ranks is shared by all of them."""
+        counts = np.asarray(self.counts, float)
+        weights = np.array(self.weights if self.weights is not None else [1.0] * len(counts), float)
+        weights[counts == 0] = 0.0
+        per_rank = np.tile(weights, (self.world_size, 1))
+        for value in np.unique(weights[weights > 0]):
+            group = np.flatnonzero(weights == value)
+            if len(group) < self.world_size:
+                continue
+            owner = np.arange(len(group)) % self.world_size
+            for rank in range(self.world_size):
+                mine = group[owner == rank]
+                # the group's share of samples kept on this rank: weight x (its samples / the rank's part of them)
+                per_rank[rank, group] = 0.0
+                per_rank[rank, mine] = value * counts[group].sum() / counts[mine].sum()
+        return np.cumsum(per_rank, axis=1) / per_rank.sum(axis=1, keepdims=True)
+
     def draw(self, rank: int, worker: int, index: int) -> int:
-        usable = [i for i, count in enumerate(self.counts) if count]
         rng = np.random.default_rng([self.seed, rank, worker, index, 0x5E5A])
-        return usable[int(rng.integers(len(usable)))]
+        return int(np.searchsorted(self._cumulative[rank], rng.random(), side="right"))
 
     def stream_items(self, rank: int, worker: int, start: int = 0):
         """Worker ``worker``'s endless samples from position ``start``."""
@@ -143,7 +166,11 @@ class ResampledPlan:
                 for r in range(self.world_size) for w in range(k)}
 
 
-def plan_resampled(counts, seed: int, world_size: int = 1, num_workers: int = 1, batch_size: int = 1) -> ResampledPlan:
+def plan_resampled(counts, seed: int, world_size: int = 1, num_workers: int = 1, batch_size: int = 1,
+                   weights=None) -> ResampledPlan:
     if not any(counts):
         raise ValueError("no samples to draw from")
-    return ResampledPlan(tuple(counts), seed, world_size, max(1, num_workers), batch_size)
+    if weights is not None and len(weights) != len(counts):
+        raise ValueError(f"{len(weights)} weights for {len(counts)} shards")
+    return ResampledPlan(tuple(counts), seed, world_size, max(1, num_workers), batch_size,
+                         tuple(weights) if weights is not None else None)

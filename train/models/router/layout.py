@@ -1,0 +1,60 @@
+"""The router's checkpoint layout and the checks made on it before any work; no torch.
+
+A checkpoint is a folder::
+
+    router.json         identity: model name, format, the base and image encoder it was trained on
+                        (hub ids or folders: the frozen UNet, VAE, text encoders, scheduler and CLIP
+                        vision are read from there, not copied), resolution, subject size, eta,
+                        gamma, ReferenceNet on/off, weights hash, step
+    router/             Router (save_pretrained): the routing QFormer and one RouteLayer per
+                        cross-attention layer (what trains)
+    subject_encoder/    SubjectEncoder (save_pretrained): the frozen subject QFormer and IP keys/values
+    reference_unet/     the frozen ReferenceNet (only when it is not the base UNet)
+    training_state.pt   (training checkpoints only) optimizer, scaler, loader state, step"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+MODEL_NAME = "pairforge-router"
+FORMAT = 1
+IDENTITY_FILE = "router.json"
+REQUIRED = ("router", "subject_encoder")
+
+
+class CheckpointError(ValueError):
+    """A folder that is not a router checkpoint this code can load; the message says what to give."""
+
+
+def read_identity(path: str | Path) -> dict:
+    """The identity of the router checkpoint at ``path``; CheckpointError naming what it is instead."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise CheckpointError(f"--router {folder}: no such folder; give a folder written by `pairforge train router` "
+                              f"(OUT/checkpoints/step-NNNNNN or OUT/final)")
+    try:
+        identity = json.loads((folder / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        found = sorted(p.name for p in folder.iterdir())[:8]
+        raise CheckpointError(f"--router {folder} is not a router checkpoint: it has no readable {IDENTITY_FILE} "
+                              f"(it holds {found})") from None
+    if identity.get("model") != MODEL_NAME:
+        raise CheckpointError(f"--router {folder} is a {identity.get('model')!r} checkpoint, not a {MODEL_NAME}")
+    if identity.get("format") != FORMAT:
+        raise CheckpointError(f"--router {folder}: layout format {identity.get('format')} (this pairforge reads "
+                              f"format {FORMAT}); use the pairforge version that wrote it")
+    missing = [m for m in REQUIRED if not (folder / m).is_dir()]
+    if missing:
+        raise CheckpointError(f"--router {folder} is incomplete: missing {', '.join(missing)}/")
+    return identity
+
+
+def weights_hash(folder: str | Path) -> str:
+    """sha256 (16 hex) of the router's and subject encoder's weight files."""
+    digest = hashlib.sha256()
+    for module in REQUIRED:
+        for file in sorted((Path(folder) / module).glob("*.safetensors")):
+            digest.update(f"{module}/{file.name}".encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()[:16]

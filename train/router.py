@@ -1,0 +1,328 @@
+"""Router training (AnyStory §3.4, second stage): the router (train/models/router) on router_sample
+shards, with the UNet, VAE, text encoders, CLIP and the subject encoder frozen, in one readable
+loop. One process, or one rank of a DDP job (``pairforge train router --workers N`` runs it under
+Ray Train; any launcher that initialises torch.distributed works the same).
+
+Per step: the loader's batch (train.data; 2-4 subjects per scene stacked to ``max_subjects`` with
+``subject_valid``) -> the scene's latent (VAE, sampled), the subjects' latents (VAE mean, for the
+ReferenceNet) and CLIP tokens, a black image's CLIP tokens (the background route), the caption's
+SDXL text conditioning -> noise at a random timestep, subject conditions dropped on
+``condition_drop`` of the samples (their E_i replaced by the background's, for classifier-free
+guidance) -> the noise prediction and every cross-attention layer's routing maps -> epsilon MSE +
+lambda x the routing loss (train.models.router.routing_loss: the instance masks at each layer's
+grid) -> AdamW on the router only. Training reads the ``split=train`` records and validation the
+``split=test`` ones.
+
+Exact resume: a checkpoint (OUT/checkpoints/step-NNNNNN) holds the router layout, the optimizer,
+the gradient scaler and the loader's state; the step's draws (noise, timesteps, condition drop,
+Gumbel noise) come from generators seeded by (seed, rank, step), so a run resumed at step k gives
+the same weights at any later step as one never stopped. Rank 0 writes checkpoints, TensorBoard
+logs (OUT/logs: losses, the held-out mean IoU of train/segment.py, and the routing-map figure in
+the layout of the paper's Figure 4) and OUT/final. On GPU: bf16/fp16 autocast and gradient
+checkpointing of the frozen UNet; DDP over the router's parameters (every one is used each step)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from shards.keys import sample_seed
+from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
+
+log = logging.getLogger(__name__)
+KIND = "router_sample"
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    base: str = "stabilityai/stable-diffusion-xl-base-1.0"  # SDXL family: hub id or folder
+    image_encoder: str = "h94/IP-Adapter"                    # CLIP vision with projection: hub id or folder
+    image_encoder_subfolder: str = "models/image_encoder"    # ViT-H/14, the paper's
+    subject_encoder: str = ""        # a folder with subject_encoder/ (+ reference_unet/); "": fresh from the seed
+    revision: str = ""
+    resolution: tuple[int, int] = (1024, 1024)  # (width, height) of the scene
+    subject_size: tuple[int, int] = (512, 512)  # each reference subject (the paper's ReferenceNet input)
+    max_subjects: int = 4
+    reference_net: bool = True
+    eta: float = 1.0                 # strength of the CLIP subject condition
+    gamma: float = 0.0               # strength of the ReferenceNet condition
+    router_width: int = 256
+    router_depth: int = 4            # the routing QFormer's layers (the paper's 4)
+    subject_tokens: int = 4          # m: the subject QFormer's queries (fresh subject encoders only)
+    subject_width: int = 768
+    routing_weight: float = 0.1      # lambda
+    batch_size: int = 8              # per worker (paper: 64 over 8 A100)
+    steps: int = 20_000
+    learning_rate: float = 1e-4      # the paper's
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    condition_drop: float = 0.1
+    mixed_precision: str = "bf16"
+    gradient_checkpointing: bool = True
+    seed: int = 0
+    num_workers: int = 4
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    validate_every: int = 1000       # 0: only at the end
+    validation_samples: int = 16
+    segment_timestep: int = 200      # the noise level at which segmentation reads the maps
+    figure_timesteps: tuple[int, ...] = (999, 500, 200)
+    log_every: int = 10
+
+    def check(self) -> None:
+        if any(v <= 0 or v % 8 for v in (*self.resolution, *self.subject_size)):
+            raise ValueError(f"resolution {list(self.resolution)} and subject_size {list(self.subject_size)}: "
+                             f"sides must be positive multiples of 8 (the VAE's factor), e.g. [1024, 1024]")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
+        if not 2 <= self.max_subjects <= 4:
+            raise ValueError("max_subjects must be 2..4 (router samples hold 2 to 4 subjects)")
+        if min(self.batch_size, self.steps, self.checkpoint_every, self.keep_checkpoints, self.log_every,
+               self.router_width, self.router_depth, self.subject_tokens) < 1 or self.num_workers < 0:
+            raise ValueError("batch_size, steps, checkpoint_every, keep_checkpoints, log_every, router_width, "
+                             "router_depth and subject_tokens must be >= 1; num_workers >= 0")
+        if not 0 <= self.condition_drop < 1 or self.routing_weight < 0:
+            raise ValueError("condition_drop must be in [0, 1) and routing_weight >= 0")
+        if not all(0 <= t < 1000 for t in (self.segment_timestep, *self.figure_timesteps)):
+            raise ValueError("segment_timestep and figure_timesteps must be in [0, 1000)")
+
+
+def dataset(data, split: str | None = None) -> ShardSet:
+    """The router_sample shards (of one split); DatasetKindError (before any work) for other records."""
+    try:
+        return ShardSet.load(data, kind=KIND, split=split)
+    except DatasetKindError as error:
+        raise DatasetKindError(f"{str(error).split('; this loader')[0]}; train router reads router_sample shards: "
+                               f"give the --out of `pairforge router`") from None
+
+
+def check_base(config: RouterConfig) -> None:
+    """The base UNet read before any work: SDXL-shaped, and the resolution a whole number of latents at every level."""
+    from diffusers import UNet2DConditionModel
+
+    from train.models.standardizer.layout import check_resolution
+
+    unet_config = UNet2DConditionModel.load_config(config.base, subfolder="unet", revision=config.revision or None)
+    if unet_config.get("addition_embed_type") != "text_time":
+        raise ValueError(f"base {config.base}: not an SDXL-family UNet (addition_embed_type "
+                         f"{unet_config.get('addition_embed_type')!r}); the router needs e.g. "
+                         f"stabilityai/stable-diffusion-xl-base-1.0")
+    check_resolution(config.resolution, unet_config)
+    check_resolution(config.subject_size, unet_config)
+
+
+def make_decoder(config: RouterConfig, normalize: bool = False):
+    return decoder_for(KIND, tuple(config.resolution), subject_size=tuple(config.subject_size),
+                       max_subjects=config.max_subjects, normalize=normalize)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "training_state.pt").exists())
+    return done[-1] if done else None
+
+
+def identity_of(config: RouterConfig) -> dict:
+    """What a checkpoint must record to be loaded without the training config."""
+    return {"base": config.base, "image_encoder": config.image_encoder,
+            "image_encoder_subfolder": config.image_encoder_subfolder, "revision": config.revision,
+            "resolution": list(config.resolution), "subject_size": list(config.subject_size),
+            "max_subjects": config.max_subjects, "eta": config.eta, "gamma": config.gamma,
+            "segment_timestep": config.segment_timestep}
+
+
+class Conditioning:
+    """The frozen encoders' view of a batch: everything the RoutedUNet takes besides the noisy latent."""
+
+    def __init__(self, frozen, device):
+        self.frozen, self.device = frozen, device
+        self._background = None
+
+    def background(self, size_hw):
+        """CLIP tokens of a black image: the background route's input (computed once)."""
+        import torch
+
+        from train.models.router import clip_tokens
+        if self._background is None:
+            self._background = clip_tokens(self.frozen.image_encoder, -torch.ones(1, 3, *size_hw, device=self.device))
+        return self._background
+
+    def __call__(self, b: dict, reference_net: bool) -> dict:
+        import torch
+
+        from train.models.router import clip_tokens, encode_text
+        from train.models.router.model import time_ids
+
+        with torch.no_grad():
+            n, s = b["subjects"].shape[:2]
+            subjects = b["subjects"].flatten(0, 1)
+            text, pooled = encode_text(self.frozen, list(b["caption"]), self.device)
+            scale = self.frozen.vae.config.scaling_factor
+            return {"text_states": text,
+                    "added_cond": {"text_embeds": pooled, "time_ids": time_ids(tuple(b["image"].shape[-2:]), n, self.device)},
+                    "subject_tokens": clip_tokens(self.frozen.image_encoder, subjects).unflatten(0, (n, s)),
+                    "background_tokens": self.background(tuple(subjects.shape[-2:])),
+                    "subject_valid": b["subject_valid"],
+                    "subject_latents": (self.frozen.vae.encode(subjects).latent_dist.mode() * scale).unflatten(0, (n, s))
+                    if reference_net else None}
+
+
+class Trainer:
+    """One rank's training: the routed UNet, its optimizer and data, from the base or the latest checkpoint in ``out``."""
+
+    def __init__(self, config: RouterConfig, data, out, rank: int = 0, world_size: int = 1, device=None):
+        import torch
+
+        from train.models.router import load_base, load_checkpoint
+
+        self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
+        self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available()
+                                              else "cpu"))
+        cuda = self.device.type == "cuda"
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision) if cuda else None
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.shards = dataset(data, split="train")
+        resume = latest_checkpoint(self.out)
+        if resume is not None:
+            model, frozen, _ = load_checkpoint(resume)
+        else:
+            torch.manual_seed(config.seed)  # the new modules' initial weights: the same on every rank and run
+            model, frozen = load_base(config.base, config.image_encoder, config.image_encoder_subfolder,
+                                      config.subject_encoder, config.reference_net, config.eta, config.gamma,
+                                      config.router_width, config.router_depth, config.subject_tokens,
+                                      config.subject_width, config.revision or None)
+        self.frozen = frozen.to(self.device)
+        self.model = model.to(self.device)
+        if config.gradient_checkpointing:
+            self.model.unet.enable_gradient_checkpointing()
+        self.model.router.train()
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.ddp = self.model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
+                                               find_unused_parameters=False)
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
+        self.conditioning = Conditioning(self.frozen, self.device)
+        self.stream = ShardStream(self.shards, make_decoder(config), config.batch_size, rank=rank,
+                                  world_size=world_size, seed=config.seed, resampled=True)
+        self.loader = ShardLoader(self.stream, num_workers=config.num_workers)
+        self.step = 0
+        if resume is not None:
+            state = torch.load(resume / "training_state.pt", map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            self.loader.load_state_dict(json.loads(state["loader"]))
+            self.step = int(state["step"])
+            log.info("resumed from %s at step %d", resume, self.step)
+        self.keys_read: list[str] = []
+
+    def losses(self, batch):
+        """(total, diffusion, routing) of one batch; the step's draws seeded by (seed, rank, step)."""
+        import torch
+
+        from train.models.router import routing_loss
+
+        b = to_model(batch, self.device)
+        step_seed = sample_seed(self.config.seed, f"{self.rank}-{self.step}")
+        generator = torch.Generator(self.device).manual_seed(step_seed)
+        scheduler = self.frozen.scheduler
+        with torch.no_grad():
+            latents = self.frozen.vae.encode(b["image"]).latent_dist.sample(generator) * self.frozen.vae.config.scaling_factor
+        conditions = self.conditioning(b, self.model.reference_unet is not None)
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=generator, device=self.device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=self.device)
+        keep = torch.rand(n, generator=generator, device=self.device) >= self.config.condition_drop
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            pred = self.ddp(noisy, timesteps, keep=keep, gumbel_seed=step_seed, **conditions)
+        diffusion = (pred.float() - noise).square().mean()
+        routing = routing_loss(self.model.maps(), b["masks"], b["subject_valid"], tuple(latents.shape[-2:]))
+        return diffusion + self.config.routing_weight * routing, diffusion, routing
+
+    def train_step(self, batch) -> dict:
+        import torch
+
+        loss, diffusion, routing = self.losses(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.step += 1
+        self.keys_read += batch["__key__"]
+        return {"loss": float(loss.detach()), "diffusion": float(diffusion.detach()), "routing": float(routing.detach())}
+
+    def save(self, folder: Path | None = None, training_state: bool = True) -> Path:
+        """A checkpoint of this step (rank 0 only), written then renamed; the oldest beyond ``keep_checkpoints`` removed."""
+        import torch
+
+        from train.models.router import save_checkpoint
+
+        folder = folder or self.out / "checkpoints" / f"step-{self.step:06d}"
+        scratch = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(scratch, ignore_errors=True)
+        save_checkpoint(scratch, self.model, {**identity_of(self.config), "step": self.step})
+        if training_state:
+            torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                        "loader": json.dumps(self.loader.state_dict())}, scratch / "training_state.pt")
+        shutil.rmtree(folder, ignore_errors=True)
+        scratch.rename(folder)
+        for old in sorted((self.out / "checkpoints").glob("step-*"))[:-self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+
+def train(config: RouterConfig, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,
+          progress: bool = False) -> dict:
+    """Train (or resume) to ``config.steps``; returns the run's figures. ``report(metrics)`` is
+    called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
+    from train.segment import Evaluation
+
+    out = Path(out)
+    trainer = Trainer(config, data, out, rank, world_size, device)
+    writer = evaluation = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "logs"))
+        evaluation = Evaluation.held_out(data, config)
+    start_step, started, losses, figures = trainer.step, time.perf_counter(), [], {}
+    for batch in trainer.loader:
+        if trainer.step >= config.steps:
+            break
+        losses.append(trainer.train_step(batch))
+        step = trainer.step
+        if writer is not None and step % config.log_every == 0:
+            for name, value in losses[-1].items():
+                writer.add_scalar(f"train/{name}", value, step)
+        if progress and rank == 0 and step % config.log_every == 0:
+            print(f"step {step}/{config.steps} " + " ".join(f"{k} {v:.4f}" for k, v in losses[-1].items()), flush=True)
+        last = step == config.steps
+        if evaluation is not None and ((config.validate_every and step % config.validate_every == 0) or last):
+            figures = evaluation.run(trainer.model, trainer.frozen, trainer.conditioning, out, step, writer)
+        if step % config.checkpoint_every == 0 or last:
+            if rank == 0:
+                figures["checkpoint"] = str(trainer.save())
+            if report is not None:
+                report({"step": step, **losses[-1], **{k: v for k, v in figures.items() if k == "iou"}})
+    seconds = time.perf_counter() - started
+    steps = trainer.step - start_step
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    (out / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world_size,
+                                                                 "keys": trainer.keys_read,
+                                                                 "problems": trainer.stream.problems}))
+    result = {"rank": rank, "step": trainer.step, "steps_run": steps, "losses": losses,
+              "samples_per_s": steps * config.batch_size / seconds if steps else 0.0,
+              "problems": len(trainer.stream.problems), **figures}
+    if rank == 0:
+        final = out / "final"
+        result["final"] = str(trainer.save(final, training_state=False))
+        writer.close()
+    return result

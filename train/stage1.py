@@ -1,0 +1,360 @@
+"""Stage I training: the standardizer (train/models/standardizer) on synthetic pairs, in one
+readable loop. One process, or one rank of a DDP job (``pairforge train stage1 --workers N`` runs
+it under Ray Train; any launcher that initialises torch.distributed works the same).
+
+Per step: the loader's batch (train.data; each rank reads its own samples) -> the target's latent
+(VAE, sampled), the source's latent (VAE mean) and its CLIP image embedding (zeroed with
+``condition_drop`` for classifier-free guidance) -> noise at a random timestep -> the model's
+noise prediction -> epsilon MSE -> AdamW, optional EMA. Training reads the ``split=train``
+records only and validation the ``split=test`` ones (held-out characters; the manifests say which).
+
+Exact resume: a checkpoint (OUT/checkpoints/step-NNNNNN) holds the model's layout, the optimizer,
+the gradient scaler, the EMA and the loader's state; the step's random draws come from a
+generator seeded by (seed, rank, step), so a run resumed at step k gives the same weights at any
+later step as one never stopped. Rank 0 writes checkpoints, TensorBoard logs (OUT/logs), and every
+``validate_every`` steps samples the held-out (``split=test``) characters with DDIM: PSNR and SSIM
+against the targets (the paper's Table 3) and a grid OUT/samples/step-NNNNNN.png (source |
+generated | target). On GPU: bf16/fp16 autocast and gradient checkpointing; DDP without
+find_unused_parameters (the ReferenceNet parameters no loss reaches are frozen instead)."""
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from shards.keys import sample_seed
+from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
+from train.data.kinds import fit_keypoints
+from train.models.standardizer.layout import check_resolution
+
+log = logging.getLogger(__name__)
+KINDS = ("synthetic_pair", "composited_pair")
+PRECISIONS = ("no", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class Stage1Config:
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # SD-1.5 family: hub id or folder (unet, vae, scheduler)
+    image_encoder: str = "openai/clip-vit-large-patch14"       # CLIP vision with projection: hub id or folder
+    revision: str = ""
+    resolution: tuple[int, int] = (512, 768)  # (width, height), the paper's
+    fbdm: bool = True
+    rpim: bool = True
+    batch_size: int = 4                       # per worker (paper: 4 per GPU x 8 A100)
+    steps: int = 50_000
+    learning_rate: float = 1e-5               # not in the paper; Animate Anyone's
+    weight_decay: float = 1e-2
+    max_grad_norm: float = 1.0
+    condition_drop: float = 0.1               # CLIP condition zeroed, for classifier-free guidance at inference
+    mixed_precision: str = "bf16"             # on GPU (no | fp16 | bf16); CPU trains in float32
+    gradient_checkpointing: bool = True
+    ema_decay: float = 0.0                    # 0: no EMA; e.g. 0.9999
+    seed: int = 0
+    num_workers: int = 4                      # DataLoader workers per rank
+    backgrounds: str = "procedural"           # synthetic_pair data: composited on the fly on these
+    procedural_count: int = 10_000
+    checkpoint_every: int = 1000
+    keep_checkpoints: int = 3
+    validate_every: int = 1000                # 0: never (a last validation still runs at the end)
+    validation_samples: int = 8
+    inference_steps: int = 20
+    guidance_scale: float = 3.5
+    log_every: int = 10
+
+    def check(self) -> None:
+        if any(v <= 0 or v % 8 for v in self.resolution):
+            raise ValueError(f"resolution {list(self.resolution)}: width and height must be positive multiples of 8 "
+                             f"(the VAE's factor; 64 for SD-1.5's UNet), e.g. [512, 768]")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision {self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
+        if min(self.batch_size, self.steps, self.checkpoint_every, self.keep_checkpoints, self.log_every,
+               self.inference_steps) < 1 or self.num_workers < 0 or self.validation_samples < 0:
+            raise ValueError("batch_size, steps, checkpoint_every, keep_checkpoints, log_every and inference_steps "
+                             "must be >= 1; num_workers and validation_samples >= 0")
+        if not 0 <= self.condition_drop < 1 or not 0 <= self.ema_decay < 1:
+            raise ValueError("condition_drop and ema_decay must be in [0, 1)")
+
+
+def dataset(data, kinds=KINDS, split: str | None = None) -> ShardSet:
+    """The pair shards (of one split); DatasetKindError (before any work) when they are not pairs."""
+    problems = []
+    for kind in kinds:
+        try:
+            return ShardSet.load(data, kind=kind, split=split)
+        except DatasetKindError as error:
+            problems.append(str(error))
+    raise DatasetKindError(f"{problems[0].split('; this loader')[0]}; train stage1 reads {' or '.join(kinds)} "
+                           f"shards: give the --out of `pairforge render` (its pairs/) or of `pairforge composite`")
+
+
+def check_base(config: Stage1Config) -> dict:
+    """The base UNet's config, read before any work; the resolution checked against its depth."""
+    from diffusers import UNet2DConditionModel
+
+    unet_config = UNet2DConditionModel.load_config(config.base, subfolder="unet", revision=config.revision or None)
+    check_resolution(config.resolution, unet_config)
+    return unet_config
+
+
+def make_decoder(config: Stage1Config, kind: str, normalize: bool = False):
+    options = {}
+    if kind == "synthetic_pair":
+        from render.compositing.backgrounds import open_backgrounds
+        options = {"backgrounds": open_backgrounds(config), "seed": config.seed}
+    return decoder_for(kind, tuple(config.resolution), normalize=normalize, **options)
+
+
+def held_out(data, decoder, limit: int) -> list[dict]:
+    """Up to ``limit`` decoded split=test samples (held-out characters); none when the data has no
+    test records (a validation needs characters the model never saw)."""
+    try:
+        shards = dataset(data, split="test")
+    except FileNotFoundError:
+        log.warning("%s: no split=test records, so no validation", data)
+        return []
+    samples = ShardStream(shards, decoder, batch_size=1).samples(epoch=0)
+    return [sample for sample, _ in zip(samples, range(limit))]
+
+
+def standard_pose(shards: ShardSet, size: tuple[int, int], records: int = 64) -> list:
+    """The mean target keypoints (fitted at ``size``) over the first ``records`` records: the
+    target pose standardize draws for every input."""
+    from shards.reader import iter_shard
+
+    keypoints = []
+    for shard in shards.shards:
+        for record in iter_shard(shard.path):
+            std = record["std.png"]
+            keypoints.append(fit_keypoints(record["json"]["std"]["keypoints"], (std.shape[1], std.shape[0]), size))
+            if len(keypoints) >= records:
+                break
+        if len(keypoints) >= records:
+            break
+    stacked = np.stack(keypoints)
+    visible = stacked[..., 2] > 0
+    mean = (stacked[..., :2] * visible[..., None]).sum(0) / np.maximum(visible.sum(0), 1)[:, None]
+    standard = np.concatenate([mean, (visible.mean(0) > 0.5)[:, None].astype(np.float32)], axis=1)
+    return np.round(standard, 2).tolist()
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    done = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "training_state.pt").exists())
+    return done[-1] if done else None
+
+
+class Trainer:
+    """One rank's training: the model, its optimizer and data, from the base or the latest checkpoint in ``out``."""
+
+    def __init__(self, config: Stage1Config, data, out, rank: int = 0, world_size: int = 1, device=None):
+        import torch
+
+        from train.models.standardizer import load_base, load_checkpoint
+
+        self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
+        self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available()
+                                              else "cpu"))
+        cuda = self.device.type == "cuda"
+        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision) if cuda else None
+        if cuda:
+            torch.backends.cuda.matmul.allow_tf32 = True
+        self.shards = dataset(data, split="train")
+        resume = latest_checkpoint(self.out)
+        if resume is not None:
+            model, frozen, identity = load_checkpoint(resume)
+            self.standard_pose = identity["standard_pose"]
+        else:
+            torch.manual_seed(config.seed)  # the new modules' initial weights: the same on every rank and run
+            model, frozen = load_base(config.base, config.image_encoder, config.fbdm, config.rpim,
+                                      config.revision or None)
+            self.standard_pose = None
+        self.frozen = frozen.to(self.device)
+        self.model = model.to(self.device)
+        self.frozen_unused = self.model.freeze_unused(frozen.image_encoder.config.projection_dim)
+        if config.gradient_checkpointing:
+            self.model.enable_gradient_checkpointing()
+        self.model.train()
+        self.parameters = [p for p in self.model.parameters() if p.requires_grad]
+        self.ddp = self.model
+        if world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
+                                               find_unused_parameters=False)
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
+        self.ema = None
+        if config.ema_decay > 0:
+            from diffusers.training_utils import EMAModel
+            self.ema = EMAModel(self.parameters, decay=config.ema_decay)
+        decoder = make_decoder(config, self.shards.kind)
+        stream = ShardStream(self.shards, decoder, config.batch_size, rank=rank, world_size=world_size,
+                             seed=config.seed, resampled=True)
+        self.loader = ShardLoader(stream, num_workers=config.num_workers)
+        self.step = 0
+        if resume is not None:
+            state = torch.load(resume / "training_state.pt", map_location=self.device, weights_only=True)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scaler.load_state_dict(state["scaler"])
+            if self.ema is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.loader.load_state_dict(json.loads(state["loader"]))
+            self.step = int(state["step"])
+            log.info("resumed from %s at step %d", resume, self.step)
+        self.validation = held_out(data, make_decoder(config, self.shards.kind, normalize=True),
+                                   config.validation_samples) if rank == 0 else []
+        self.standard_pose = self.standard_pose or standard_pose(self.shards, tuple(config.resolution))
+        self.keys_read: list[str] = []  # in order: what this rank trained on (ranks draw their own shards)
+
+    def loss(self, batch):
+        """The epsilon-MSE of one batch (the step's draws seeded by (seed, rank, step))."""
+        import torch
+
+        from train.models.standardizer import clip_image_embeds
+
+        b = to_model(batch, self.device)
+        generator = torch.Generator(self.device).manual_seed(sample_seed(self.config.seed, f"{self.rank}-{self.step}"))
+        scaling, scheduler = self.frozen.vae.config.scaling_factor, self.frozen.scheduler
+        with torch.no_grad():
+            latents = self.frozen.vae.encode(b["std"]).latent_dist.sample(generator) * scaling
+            reference = self.frozen.vae.encode(b["image"]).latent_dist.mode() * scaling
+            embeds = clip_image_embeds(self.frozen.image_encoder, b["image"])
+        n = latents.shape[0]
+        noise = torch.randn(latents.shape, generator=generator, device=self.device)
+        timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (n,), generator=generator, device=self.device)
+        keep = torch.rand(n, generator=generator, device=self.device) >= self.config.condition_drop
+        embeds = embeds * keep.view(n, 1, 1).to(embeds.dtype)
+        noisy = scheduler.add_noise(latents, noise, timesteps)
+        with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
+            pred = self.ddp(noisy, timesteps, reference, embeds, b["std_pose"], b["bg_mask"], b["pose"])
+        return (pred.float() - noise).square().mean()
+
+    def train_step(self, batch) -> float:
+        import torch
+
+        loss = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        if self.ema is not None:
+            self.ema.step(self.parameters)
+        self.step += 1
+        self.keys_read += batch["__key__"]
+        return float(loss.detach())
+
+    def save(self, folder: Path | None = None) -> Path:
+        """A checkpoint of this step (rank 0 only): OUT/checkpoints/step-NNNNNN, written then renamed;
+        the oldest beyond ``keep_checkpoints`` removed."""
+        import torch
+
+        from train.models.standardizer import save_checkpoint
+
+        folder = folder or self.out / "checkpoints" / f"step-{self.step:06d}"
+        scratch = folder.with_name(folder.name + ".tmp")
+        shutil.rmtree(scratch, ignore_errors=True)
+        save_checkpoint(scratch, self.model, self.frozen, self.config.resolution, self.standard_pose,
+                        {"step": self.step, "base": self.config.base})
+        torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                    "ema": self.ema.state_dict() if self.ema is not None else None, "step": self.step,
+                    "loader": json.dumps(self.loader.state_dict())}, scratch / "training_state.pt")
+        shutil.rmtree(folder, ignore_errors=True)
+        scratch.rename(folder)
+        for old in sorted((self.out / "checkpoints").glob("step-*"))[:-self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return folder
+
+    def save_final(self) -> Path:
+        """OUT/final: the layout standardize loads, with the EMA weights when EMA is on."""
+        from train.models.standardizer import save_checkpoint
+
+        if self.ema is not None:
+            self.ema.store(self.parameters)
+            self.ema.copy_to(self.parameters)
+        folder = self.out / "final"
+        shutil.rmtree(folder, ignore_errors=True)
+        save_checkpoint(folder, self.model, self.frozen, self.config.resolution, self.standard_pose,
+                        {"step": self.step, "base": self.config.base, "ema": self.ema is not None})
+        if self.ema is not None:
+            self.ema.restore(self.parameters)
+        return folder
+
+    def validate(self) -> dict:
+        """PSNR and SSIM of DDIM samples of the held-out characters against their targets, and the grid."""
+        import torch
+        from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
+
+        from train.standardize import generate, to_uint8
+
+        if not self.validation:
+            return {}
+        self.model.eval()
+
+        def stack(name):
+            return torch.from_numpy(np.stack([s[name] for s in self.validation])).to(self.device)
+
+        keys = [s["__key__"] for s in self.validation]
+        generated = generate(self.model, self.frozen, stack("image"), stack("bg_mask"), stack("pose"),
+                             stack("std_pose"), [sample_seed(self.config.seed, "validate-" + k) for k in keys],
+                             self.config.inference_steps, self.config.guidance_scale)
+        self.model.train()
+        target, prediction = (stack("std") + 1) / 2, (generated + 1) / 2
+        metrics = {"psnr": float(peak_signal_noise_ratio(prediction, target, data_range=1.0)),
+                   "ssim": float(structural_similarity_index_measure(prediction, target, data_range=1.0))}
+        rows = [np.concatenate(row, axis=1) for row in zip(to_uint8(stack("image")), to_uint8(generated),
+                                                            to_uint8(stack("std")))]
+        grid = self.out / "samples" / f"step-{self.step:06d}.png"
+        grid.parent.mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+        Image.fromarray(np.concatenate(rows, axis=0)).save(grid)
+        return {**metrics, "grid": str(grid)}
+
+
+def train(config: Stage1Config, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,
+          progress: bool = False) -> dict:
+    """Train (or resume) to ``config.steps``; returns the run's figures. ``report(metrics)`` is
+    called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
+    out = Path(out)
+    trainer = Trainer(config, data, out, rank, world_size, device)
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "logs"))
+    start_step, started, losses, figures = trainer.step, time.perf_counter(), [], {}
+    for batch in trainer.loader:
+        if trainer.step >= config.steps:
+            break
+        losses.append(trainer.train_step(batch))
+        step = trainer.step
+        if writer is not None and step % config.log_every == 0:
+            writer.add_scalar("train/loss", losses[-1], step)
+        if progress and rank == 0 and step % config.log_every == 0:
+            print(f"step {step}/{config.steps} loss {losses[-1]:.4f}", flush=True)
+        last = step == config.steps
+        if rank == 0 and ((config.validate_every and step % config.validate_every == 0) or last):
+            figures = trainer.validate()
+            if writer is not None and figures:
+                writer.add_scalar("val/psnr", figures["psnr"], step)
+                writer.add_scalar("val/ssim", figures["ssim"], step)
+        if step % config.checkpoint_every == 0 or last:
+            if rank == 0:
+                figures["checkpoint"] = str(trainer.save())
+            if report is not None:
+                report({"step": step, "loss": losses[-1], **{k: v for k, v in figures.items() if k in ("psnr", "ssim")}})
+    seconds = time.perf_counter() - started
+    steps = trainer.step - start_step
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    (out / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world_size,
+                                                                 "keys": trainer.keys_read}))
+    result = {"rank": rank, "step": trainer.step, "steps_run": steps, "losses": losses,
+              "samples_per_s": steps * config.batch_size / seconds if steps else 0.0,
+              "frozen_unused": len(trainer.frozen_unused), **figures}
+    if rank == 0:
+        result["final"] = str(trainer.save_final())
+        writer.close()
+    return result
