@@ -1,8 +1,9 @@
 """``pairforge bench loader``: training samples per second per worker core, for every record kind
 at the training size, with the plain webdataset pipeline over the same shards as the baseline.
 
-One process, one thread (OpenCV and BLAS held to one), so each figure is what one DataLoader
-worker on one core delivers; a training node runs one such worker per core it gives to data.
+One process, one thread (OpenCV and BLAS held to one), timed in CPU seconds, so each figure is
+what one DataLoader worker on one core delivers; a training node runs one such worker per core it
+gives to data.
 The data: a real render (pyrender) of a few characters at the training size, its offline
 composites and router scenes from the real jobs; multiview and real_pair records are assembled
 from those renders (no Blender, no standardizer needed), and the backgrounds of the on-the-fly
@@ -19,18 +20,20 @@ import numpy as np
 
 
 def _rate(samples, limit: int) -> float:
-    """Samples per second over the first ``limit`` of an iterator (the first one not timed)."""
+    """Samples per CPU-second of this process over the first ``limit`` of an iterator (the first
+    one not timed). Everything runs on one thread, so that is the rate of one core, and other
+    load on the machine, which stretches wall time, does not bend it."""
     iterator = iter(samples)
     next(iterator)
-    count, started = 0, time.perf_counter()
+    count, started = 0, time.process_time()
     for _ in iterator:
         count += 1
         if count >= limit:
             break
-    return count / (time.perf_counter() - started)
+    return count / (time.process_time() - started)
 
 
-def _best_rate(make, limit: int, repeats: int = 2) -> float:
+def _best_rate(make, limit: int, repeats: int = 3) -> float:
     """The best of ``repeats`` passes (the machine's other load only ever slows a pass down)."""
     return max(_rate(make(), limit) for _ in range(repeats))
 

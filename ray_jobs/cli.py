@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -524,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "quiet", False):  # the Hugging Face libraries' own bars (weights loaded, shards written)
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         return args.run(args)
     except (ConfigError, FileNotFoundError, RuntimeError, NotEnoughSubjects, StageUnavailable) as error:

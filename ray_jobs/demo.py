@@ -67,7 +67,7 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
         stopping = shutdown_in_background()
     stage1_lines = demo_stage1(out, options.overwrite)
     router_lines = demo_router(out, options.overwrite) if "router" in summaries else []
-    curation_lines = demo_curation(out)
+    curation_lines = demo_curation(out, Path(characters_dir) if characters_dir else out / "characters")
     scene_sheet = write_router_sheet(out / "router", out / "router_sheet.png") if "router" in summaries else "none"
     sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
     composite_sheet = write_composite_sheet(out / "pairs", out / "composited", out / "composite_sheet.png")
@@ -146,9 +146,10 @@ def _shipped_photos(folder: Path) -> Path:
     return folder
 
 
-def demo_curation(out: Path) -> list[str]:
-    """``curate assets`` over the demo's characters and ``curate photos`` over a few shipped
-    photos, in-process (a few seconds): what was kept and rejected, and why."""
+def demo_curation(out: Path, characters: Path) -> list[str]:
+    """``curate assets`` over the demo's characters (its ``--characters-dir`` or the generated
+    ones) and ``curate photos`` over a few shipped photos, in-process (a few seconds): what was
+    kept and rejected, and why."""
     from curate.assets import AssetJobConfig
     from curate.stages import PhotoJobConfig
     from ray_jobs.curation import run_curate_assets, run_curate_photos
@@ -156,7 +157,7 @@ def demo_curation(out: Path) -> list[str]:
     local = RunOptions(runner="local", progress=False)
     lines = []
     for what, summary, report in (
-            ("characters", run_curate_assets(AssetJobConfig(), out / "characters", out / "curated" / "assets", local),
+            ("characters", run_curate_assets(AssetJobConfig(), characters, out / "curated" / "assets", local),
              out / "curated" / "assets" / "report.html"),
             ("shipped photos", run_curate_photos(PhotoJobConfig(), str(_shipped_photos(out / "curated" / "photos-in")),
                                                  out / "curated" / "photos", local),

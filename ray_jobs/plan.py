@@ -38,7 +38,7 @@ def total_samples(config: RenderConfig, character_count: int) -> int:
 
 
 def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, character_count: int | None = None) -> dict:
-    from ray_jobs.jobs import character_files
+    from ray_jobs.jobs import GENERATED, character_files
     from ray_jobs.local import run_local
     from ray_jobs.shardwork import ShardJob, plan_shards
     from render.stage import RenderStage, plan_items
@@ -47,7 +47,7 @@ def plan(config: RenderConfig, pilot: int, nodes: int, cores_per_node: int, char
     with tempfile.TemporaryDirectory(prefix="pairforge-plan-") as tmp:
         files = character_files(small, Path(tmp))
         if character_count is None:
-            character_count = config.characters.count if config.characters.source == "procedural" else len(files)
+            character_count = config.characters.count if config.characters.source in GENERATED else len(files)
         items = plan_items(small, files)
         step = max(1, len(items) // pilot)
         chosen = items[::step][:pilot]  # spread over the characters, so loading is counted as in the job

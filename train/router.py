@@ -10,7 +10,8 @@ SDXL text conditioning -> noise at a random timestep, subject conditions dropped
 ``condition_drop`` of the samples (their E_i replaced by the background's, for classifier-free
 guidance) -> the noise prediction and every cross-attention layer's routing maps -> epsilon MSE +
 lambda x the routing loss (train.models.router.routing_loss: the instance masks at each layer's
-grid) -> AdamW on the router only. Training reads the ``split=train`` records and validation the
+grid; on the refined maps as the paper has it, plus the same term on the coarse maps, which
+otherwise get no gradient) -> AdamW on the router only. Training reads the ``split=train`` records and validation the
 ``split=test`` ones.
 
 Exact resume: a checkpoint (OUT/checkpoints/step-NNNNNN) holds the router layout, the optimizer,
@@ -134,40 +135,22 @@ def identity_of(config: RouterConfig) -> dict:
             "segment_timestep": config.segment_timestep}
 
 
-class Conditioning:
-    """The frozen encoders' view of a batch: everything the RoutedUNet takes besides the noisy latent."""
+def held_out(data, config: RouterConfig):
+    """train.segment's Evaluation on up to ``validation_samples`` split=test samples (None when 0 are
+    asked for). Data with no split=test records gets the routing-map figure of a training scene and no IoU."""
+    from train.segment import Evaluation, layout_blind_masks
 
-    def __init__(self, frozen, device):
-        self.frozen, self.device = frozen, device
-        self._background = None
-
-    def background(self, size_hw):
-        """CLIP tokens of a black image: the background route's input (computed once)."""
-        import torch
-
-        from train.models.router import clip_tokens
-        if self._background is None:
-            self._background = clip_tokens(self.frozen.image_encoder, -torch.ones(1, 3, *size_hw, device=self.device))
-        return self._background
-
-    def __call__(self, b: dict, reference_net: bool) -> dict:
-        import torch
-
-        from train.models.router import clip_tokens, encode_text
-        from train.models.router.model import time_ids
-
-        with torch.no_grad():
-            n, s = b["subjects"].shape[:2]
-            subjects = b["subjects"].flatten(0, 1)
-            text, pooled = encode_text(self.frozen, list(b["caption"]), self.device)
-            scale = self.frozen.vae.config.scaling_factor
-            return {"text_states": text,
-                    "added_cond": {"text_embeds": pooled, "time_ids": time_ids(tuple(b["image"].shape[-2:]), n, self.device)},
-                    "subject_tokens": clip_tokens(self.frozen.image_encoder, subjects).unflatten(0, (n, s)),
-                    "background_tokens": self.background(tuple(subjects.shape[-2:])),
-                    "subject_valid": b["subject_valid"],
-                    "subject_latents": (self.frozen.vae.encode(subjects).latent_dist.mode() * scale).unflatten(0, (n, s))
-                    if reference_net else None}
+    if config.validation_samples < 1:
+        return None
+    decoder = make_decoder(config, normalize=True)
+    try:
+        test, baseline = dataset(data, split="test"), layout_blind_masks(dataset(data, split="train"), decoder)
+    except FileNotFoundError:
+        log.warning("%s: no split=test router samples: no IoU, the figure shows a training scene", data)
+        test, baseline = dataset(data, split="train"), None
+    samples = [s for s, _ in zip(ShardStream(test, decoder, batch_size=1).samples(epoch=0),
+                                 range(config.validation_samples))]
+    return Evaluation(samples, baseline, config)
 
 
 class Trainer:
@@ -176,7 +159,7 @@ class Trainer:
     def __init__(self, config: RouterConfig, data, out, rank: int = 0, world_size: int = 1, device=None):
         import torch
 
-        from train.models.router import load_base, load_checkpoint
+        from train.models.router import Conditioning, load_base, load_checkpoint
 
         self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
         self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available()
@@ -243,7 +226,11 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
             pred = self.ddp(noisy, timesteps, keep=keep, gumbel_seed=step_seed, **conditions)
         diffusion = (pred.float() - noise).square().mean()
-        routing = routing_loss(self.model.maps(), b["masks"], b["subject_valid"], tuple(latents.shape[-2:]))
+        latent_hw = tuple(latents.shape[-2:])
+        routing = routing_loss(self.model.maps(), b["masks"], b["subject_valid"], latent_hw)
+        # the coarse maps too (Mask2Former's deep supervision): they only pick the refinement's mask
+        # through an argmax, so without their own term their projections would never learn
+        routing = routing + routing_loss(self.model.maps(coarse=True), b["masks"], b["subject_valid"], latent_hw)
         return diffusion + self.config.routing_weight * routing, diffusion, routing
 
     def train_step(self, batch) -> dict:
@@ -284,15 +271,13 @@ def train(config: RouterConfig, data, out, rank: int = 0, world_size: int = 1, d
           progress: bool = False) -> dict:
     """Train (or resume) to ``config.steps``; returns the run's figures. ``report(metrics)`` is
     called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
-    from train.segment import Evaluation
-
     out = Path(out)
     trainer = Trainer(config, data, out, rank, world_size, device)
     writer = evaluation = None
     if rank == 0:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "logs"))
-        evaluation = Evaluation.held_out(data, config)
+        evaluation = held_out(data, config)
     start_step, started, losses, figures = trainer.step, time.perf_counter(), [], {}
     for batch in trainer.loader:
         if trainer.step >= config.steps:

@@ -12,14 +12,12 @@ for each chosen timestep, one column per cross-attention layer (forward order), 
 with the scene and the subject's reference."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
 
 from shards.keys import sample_seed
 
-log = logging.getLogger(__name__)
 FIGURE_CELL = 48  # px: the height of one map in the figure
 
 
@@ -134,35 +132,18 @@ def routing_figure(model, frozen, conditioning, sample: dict, timesteps, seed: i
             for grid in layers:
                 resized = np.asarray(Image.fromarray((grid[i] * 255).astype(np.uint8)).resize(cell, Image.NEAREST))
                 canvas[y:y + cell[1], x:x + cell[0]] = colormap(resized / 255.0)
+                canvas[y:y + cell[1], x + cell[0] - 1] = 255  # a white line between layers
                 x += cell[0]
             x += gap
     return canvas
 
 
 class Evaluation:
-    """The held-out router samples, the layout-blind baseline's masks, and what ``run`` writes."""
+    """The held-out router samples (``train.router.held_out`` picks them), the layout-blind
+    baseline's masks (None: no IoU, the figure only), and what ``run`` writes."""
 
     def __init__(self, samples: list[dict], baseline, config):
         self.samples, self.baseline, self.config = samples, baseline, config
-
-    @classmethod
-    def held_out(cls, data, config) -> "Evaluation | None":
-        """Up to ``validation_samples`` split=test samples (None when 0 are asked for). Data with no
-        split=test records gets the routing-map figure of a training scene and no IoU."""
-        from train.data import ShardStream
-        from train.router import dataset, make_decoder
-
-        if config.validation_samples < 1:
-            return None
-        decoder = make_decoder(config, normalize=True)
-        try:
-            test, baseline = dataset(data, split="test"), layout_blind_masks(dataset(data, split="train"), decoder)
-        except FileNotFoundError:
-            log.warning("%s: no split=test router samples: no IoU, the figure shows a training scene", data)
-            test, baseline = dataset(data, split="train"), None
-        samples = [s for s, _ in zip(ShardStream(test, decoder, batch_size=1).samples(epoch=0),
-                                     range(config.validation_samples))]
-        return cls(samples, baseline, config)
 
     def batches(self, device, size: int = 4):
         import torch
@@ -220,8 +201,7 @@ def segment(router: str | Path, image: str | Path, subjects: list, out: str | Pa
     from PIL import Image
 
     from train.data.kinds import fit_box, on_white, place
-    from train.models.router import load_checkpoint
-    from train.router import Conditioning
+    from train.models.router import Conditioning, load_checkpoint
 
     model, frozen, identity = load_checkpoint(router)
     if not 1 <= len(subjects) <= identity["max_subjects"]:

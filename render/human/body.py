@@ -35,7 +35,7 @@ def landmark_vertices() -> dict[str, np.ndarray]:
     face = midline[(v[midline, 1] < eye_y) & (v[midline, 1] > eye_y - 0.6)]
     nose = face[np.argmax(v[face, 2])]
     jaw = midline[(v[midline, 1] < v[nose, 1] - 0.3) & (v[midline, 1] > eye_y - 1.6) & (v[midline, 2] > 0)]
-    # The chin's underside: the lowest point that still faces forward (ahead of the mouth's depth less 0.4 dm).
+    # The chin's underside: the lowest midline point within 0.75 dm of the nose tip's depth.
     chin_zone = jaw[v[jaw, 2] > v[nose, 2] - 0.75]
     chin = chin_zone[np.argmin(v[chin_zone, 1])]
     side = body[(v[body, 1] > v[nose, 1]) & (v[body, 1] < eye_y) & (np.abs(v[body, 0]) < 1.2)]

@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from render.bonemap import map_bones
-from render.human.assets import rig
+from render.human.assets import base_mesh, rig
 from render.human.params import HumanParams
 from render.skeleton import PRIMARY_CHILD
 
@@ -98,7 +98,6 @@ def _pattern(kind: str, c1, c2, rng: np.random.Generator) -> np.ndarray:
 def paint(p: HumanParams, vertices: np.ndarray, tris: np.ndarray, tri_uvs: np.ndarray, marks: dict) -> np.ndarray:
     """The (SIZE, SIZE, 3) texture: body triangles ``tris`` (mesh vertex ids) with their OBJ uv ids
     ``tri_uvs`` rasterized by region, seams bled outwards, swatches below."""
-    from render.human.assets import base_mesh
     rng = np.random.default_rng([p.seed, 0x7E47])
     region = _regions(p, vertices, marks)
     # A triangle takes the region most of its corners have (the first corner's on a three-way tie).

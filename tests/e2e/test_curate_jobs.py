@@ -51,7 +51,7 @@ def test_the_demo_curates_its_characters_and_shipped_photos(tmp_path):
     from render.procedural import generate_characters
 
     generate_characters(tmp_path / "characters", 3, seed=0)
-    characters, photos = demo_curation(tmp_path)
+    characters, photos = demo_curation(tmp_path, tmp_path / "characters")
     assert characters.startswith("curated characters: 3 kept, 0 rejected (none)")
     assert photos.startswith("curated shipped photos: 2 kept, 3 rejected (") and "1 duplicate" in photos
     assert inspect_dataset(tmp_path / "curated").ok

@@ -58,10 +58,12 @@ def _planes(image: np.ndarray, table: np.ndarray | None) -> np.ndarray:
     splits the channels and maps them through the table: ~2.5x faster than numpy's strided cast."""
     import cv2
 
-    planes = cv2.split(image) if image.ndim == 3 else (image,)
-    out = np.empty((len(planes), *image.shape[:2]), np.uint8 if table is None else np.float32)
+    planes = cv2.split(image) if image.ndim == 3 else (np.ascontiguousarray(image),)
+    if table is None:
+        return np.stack(planes)
+    out = np.empty((len(planes), *image.shape[:2]), np.float32)
     for i, plane in enumerate(planes):
-        out[i] = plane if table is None else cv2.LUT(plane, table)
+        cv2.LUT(plane, table, dst=out[i])  # written in place: out[i] is a contiguous float32 plane
     return out
 
 
@@ -125,23 +127,39 @@ class Decoder:
 
 class PairDecoder(Decoder):
     """synthetic_pair and composited_pair -> image, bg_mask, pose, keypoints (the source's), std and
-    std_pose (the standardized target and its pose image, what the pose guider takes) (+ __key__)."""
+    std_pose (the standardized target and its pose image, what the pose guider takes) (+ __key__).
+    A character's standardized render is the same in all its pairs: the stream hands over the
+    same array for the same bytes (``repeated_members``), and its target tensors are made once."""
+
+    repeated_members = ("std.png",)
 
     def __init__(self, kind: str, size: tuple[int, int], backgrounds=None, seed: int = 0,
                  composite: CompositeConfig = CompositeConfig(), pad: int = 255, normalize: bool = True):
         super().__init__(kind, size, pad, normalize)
         self.pose_joints = composite.pose_joints
         self.composite = OnTheFlyComposite(backgrounds, composite, seed=seed) if backgrounds is not None else None
+        self._target = (None, None, None)  # (std array, its json, the target tensors made of them)
 
     def _pose(self, keypoints: np.ndarray, side: dict) -> np.ndarray:
         """The pose image of fitted keypoints, drawn as the offline composites draw theirs."""
         flags = side.get("in_frame") if self.pose_joints == "in_frame" else None
         return self.image(pose_image(keypoints, self.size, in_frame=flags))
 
+    def _targets(self, std_image: np.ndarray, std_meta: dict) -> dict:
+        """std and std_pose, made once per standardized render (the same array and json again)."""
+        image, meta, made = self._target
+        if image is std_image and meta == std_meta:
+            return made
+        std_kp = fit_keypoints(std_meta["keypoints"], (std_image.shape[1], std_image.shape[0]), self.size)
+        made = {"std": self.fitted(std_image), "std_pose": self._pose(std_kp, std_meta)}
+        for value in made.values():
+            value.setflags(write=False)
+        self._target = (std_image, std_meta, made)
+        return made
+
     def __call__(self, record: dict, epoch: int = 0) -> dict:
-        meta, std_image = record["json"], record["std.png"]
-        std_kp = fit_keypoints(meta["std"]["keypoints"], (std_image.shape[1], std_image.shape[0]), self.size)
-        target = {"std": self.fitted(std_image), "std_pose": self._pose(std_kp, meta["std"])}
+        meta = record["json"]
+        target = self._targets(record["std.png"], meta["std"])
         if self.composite is not None:  # composited straight into the target frame: nothing to fit
             self.composite.set_epoch(epoch)
             out = self.composite(record, self.size)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 
 import numpy as np
 
@@ -48,6 +49,7 @@ class ShardStream:
         self.resampled = resampled  # shards drawn with replacement, endlessly (split.ResampledPlan)
         self.schema = schema_named(source.kind)
         self.problems: list[str] = []  # shards and samples that failed in this process, with reasons
+        self._repeats = RepeatedMembers()
 
     def plan(self, epoch: int, num_workers: int = 1) -> EpochPlan | ResampledPlan:
         if self.resampled:
@@ -110,10 +112,11 @@ class ShardStream:
 
     def _decode(self, path: str, raw: dict, epoch: int) -> dict:
         record = {"__key__": raw["__key__"]}
+        repeated = getattr(self.decoder, "repeated_members", ())
         for ext, data in raw.items():
             if not ext.startswith("__"):
                 try:
-                    record[ext] = decode_member(ext, data)
+                    record[ext] = self._repeats.get(data, ext) if ext in repeated else decode_member(ext, data)
                 except Exception as error:
                     raise ShardError(f"member {raw['__key__']}.{ext} does not decode: {error}") from error
         problems = self.schema.validate(record)
@@ -124,6 +127,29 @@ class ShardStream:
     def _problem(self, message: str) -> None:
         log.warning("%s", message)
         self.problems.append(message)
+
+
+class RepeatedMembers:
+    """Decoded members whose bytes recur from record to record (a character's standardized render
+    is the same in every one of its pairs, and a shard holds a character's pairs together): the
+    same bytes give the same read-only array object, decoded once, so a decoder may also keep what
+    it makes of it (``PairDecoder`` does). Keyed by the bytes themselves, the last ``size`` of them."""
+
+    def __init__(self, size: int = 8):
+        self.size, self.items = size, OrderedDict()
+
+    def get(self, data: bytes, ext: str):
+        key = (ext, data)
+        if key in self.items:
+            self.items.move_to_end(key)
+            return self.items[key]
+        value = decode_member(ext, data)
+        if isinstance(value, np.ndarray):
+            value.setflags(write=False)
+        self.items[key] = value
+        if len(self.items) > self.size:
+            self.items.popitem(last=False)
+        return value
 
 
 def _runs(items):
@@ -140,8 +166,15 @@ def _runs(items):
 
 
 def _to_torch(sample: dict) -> dict:
+    """Arrays to tensors without a copy. Arrays a decoder shares between samples are read-only;
+    their tensors only ever reach the DataLoader's collate, which copies them into the batch, so
+    torch's warning about tensors over read-only memory is silenced here."""
+    import warnings
+
     import torch
-    return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in sample.items()}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in sample.items()}
 
 
 @functools.cache

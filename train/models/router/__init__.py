@@ -12,8 +12,8 @@ ReferenceNet tokens (reference attention biased by the previous layer's maps).
 The module classes are made on first use (``modules.classes()``): importing this package loads
 neither torch nor diffusers."""
 from train.models.router.layout import CheckpointError, read_identity
-from train.models.router.model import (FrozenParts, clip_tokens, encode_text, load_base, load_checkpoint, routing_loss,
-                                       save_checkpoint)
+from train.models.router.model import (Conditioning, FrozenParts, clip_tokens, encode_text, load_base, load_checkpoint,
+                                       routing_loss, save_checkpoint)
 
-__all__ = ["CheckpointError", "FrozenParts", "clip_tokens", "encode_text", "load_base", "load_checkpoint",
+__all__ = ["CheckpointError", "Conditioning", "FrozenParts", "clip_tokens", "encode_text", "load_base", "load_checkpoint",
            "read_identity", "routing_loss", "save_checkpoint"]

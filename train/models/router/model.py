@@ -190,3 +190,35 @@ def routing_loss(maps: list, masks, subject_valid, latent_hw: tuple[int, int]):
         error = (soft[:, :routes - 1].float() - target).square().mean(-1)  # B x S
         total = total + ((error * valid).sum(1) / valid.sum(1).clamp(min=1)).mean()
     return total / len(maps)
+
+
+class Conditioning:
+    """The frozen encoders' view of a batch: everything the RoutedUNet takes besides the noisy latent."""
+
+    def __init__(self, frozen, device):
+        self.frozen, self.device = frozen, device
+        self._background = None
+
+    def background(self, size_hw):
+        """CLIP tokens of a black image: the background route's input (computed once)."""
+        import torch
+
+        if self._background is None:
+            self._background = clip_tokens(self.frozen.image_encoder, -torch.ones(1, 3, *size_hw, device=self.device))
+        return self._background
+
+    def __call__(self, b: dict, reference_net: bool) -> dict:
+        import torch
+
+        with torch.no_grad():
+            n, s = b["subjects"].shape[:2]
+            subjects = b["subjects"].flatten(0, 1)
+            text, pooled = encode_text(self.frozen, list(b["caption"]), self.device)
+            scale = self.frozen.vae.config.scaling_factor
+            return {"text_states": text,
+                    "added_cond": {"text_embeds": pooled, "time_ids": time_ids(tuple(b["image"].shape[-2:]), n, self.device)},
+                    "subject_tokens": clip_tokens(self.frozen.image_encoder, subjects).unflatten(0, (n, s)),
+                    "background_tokens": self.background(tuple(subjects.shape[-2:])),
+                    "subject_valid": b["subject_valid"],
+                    "subject_latents": (self.frozen.vae.encode(subjects).latent_dist.mode() * scale).unflatten(0, (n, s))
+                    if reference_net else None}

@@ -332,9 +332,10 @@ def classes() -> SimpleNamespace:
                                                            for k, v in added_cond.items()}, return_dict=False)
             return self.unet(noisy_latents, timesteps, text_states, added_cond_kwargs=added_cond, return_dict=False)[0]
 
-        def maps(self) -> list:
-            """The soft maps of this forward's cross-attention layers, in forward order: B x (S+1) x hw each."""
-            return [self.bank.maps[n] for n in self.cross_names]
+        def maps(self, coarse: bool = False) -> list:
+            """The refined (or coarse) soft maps of this forward's cross-attention layers, in forward
+            order: B x (S+1) x hw each."""
+            return [(self.bank.coarse if coarse else self.bank.maps)[n] for n in self.cross_names]
 
     made = SimpleNamespace(QFormer=QFormer, SubjectEncoder=SubjectEncoder, RouteLayer=RouteLayer, Router=Router,
                            RoutedUNet=RoutedUNet)
