@@ -25,13 +25,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
+from train.loop import latest_checkpoint, optimizer_step, training_device, write_checkpoint
 
 log = logging.getLogger(__name__)
 KIND = "router_sample"
@@ -121,11 +121,6 @@ def make_decoder(config: RouterConfig, normalize: bool = False):
                        max_subjects=config.max_subjects, normalize=normalize)
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "training_state.pt").exists())
-    return done[-1] if done else None
-
-
 def identity_of(config: RouterConfig) -> dict:
     """What a checkpoint must record to be loaded without the training config."""
     return {"base": config.base, "image_encoder": config.image_encoder,
@@ -162,12 +157,8 @@ class Trainer:
         from train.models.router import Conditioning, load_base, load_checkpoint
 
         self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
-        self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available()
-                                              else "cpu"))
+        self.device, self.autocast_dtype = training_device(device, config.mixed_precision)
         cuda = self.device.type == "cuda"
-        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision) if cuda else None
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = True
         self.shards = dataset(data, split="train")
         resume = latest_checkpoint(self.out)
         if resume is not None:
@@ -234,37 +225,22 @@ class Trainer:
         return diffusion + self.config.routing_weight * routing, diffusion, routing
 
     def train_step(self, batch) -> dict:
-        import torch
-
         loss, diffusion, routing = self.losses(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        optimizer_step(loss, self.optimizer, self.scaler, self.parameters, self.config.max_grad_norm)
         self.step += 1
         self.keys_read += batch["__key__"]
         return {"loss": float(loss.detach()), "diffusion": float(diffusion.detach()), "routing": float(routing.detach())}
 
     def save(self, folder: Path | None = None, training_state: bool = True) -> Path:
         """A checkpoint of this step (rank 0 only), written then renamed; the oldest beyond ``keep_checkpoints`` removed."""
-        import torch
-
         from train.models.router import save_checkpoint
 
-        folder = folder or self.out / "checkpoints" / f"step-{self.step:06d}"
-        scratch = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(scratch, ignore_errors=True)
-        save_checkpoint(scratch, self.model, {**identity_of(self.config), "step": self.step})
-        if training_state:
-            torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                        "loader": json.dumps(self.loader.state_dict())}, scratch / "training_state.pt")
-        shutil.rmtree(folder, ignore_errors=True)
-        scratch.rename(folder)
-        for old in sorted((self.out / "checkpoints").glob("step-*"))[:-self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-        return folder
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
+                 "loader": json.dumps(self.loader.state_dict())} if training_state else None
+        return write_checkpoint(folder or self.out / "checkpoints" / f"step-{self.step:06d}",
+                                lambda scratch: save_checkpoint(scratch, self.model,
+                                                                {**identity_of(self.config), "step": self.step}),
+                                state, self.config.keep_checkpoints)
 
 
 def train(config: RouterConfig, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,

@@ -29,6 +29,7 @@ import numpy as np
 
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
+from train.loop import latest_checkpoint, optimizer_step, training_device, write_checkpoint
 from train.data.kinds import fit_keypoints
 from train.models.standardizer.layout import check_resolution
 
@@ -142,11 +143,6 @@ def standard_pose(shards: ShardSet, size: tuple[int, int], records: int = 64) ->
     return np.round(standard, 2).tolist()
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    done = sorted(p for p in (out / "checkpoints").glob("step-*") if (p / "training_state.pt").exists())
-    return done[-1] if done else None
-
-
 class Trainer:
     """One rank's training: the model, its optimizer and data, from the base or the latest checkpoint in ``out``."""
 
@@ -156,12 +152,8 @@ class Trainer:
         from train.models.standardizer import load_base, load_checkpoint
 
         self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
-        self.device = torch.device(device or (f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available()
-                                              else "cpu"))
+        self.device, self.autocast_dtype = training_device(device, config.mixed_precision)
         cuda = self.device.type == "cuda"
-        self.autocast_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(config.mixed_precision) if cuda else None
-        if cuda:
-            torch.backends.cuda.matmul.allow_tf32 = True
         self.shards = dataset(data, split="train")
         resume = latest_checkpoint(self.out)
         if resume is not None:
@@ -233,15 +225,8 @@ class Trainer:
         return (pred.float() - noise).square().mean()
 
     def train_step(self, batch) -> float:
-        import torch
-
         loss = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.parameters, self.config.max_grad_norm)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        optimizer_step(loss, self.optimizer, self.scaler, self.parameters, self.config.max_grad_norm)
         if self.ema is not None:
             self.ema.step(self.parameters)
         self.step += 1
@@ -251,23 +236,16 @@ class Trainer:
     def save(self, folder: Path | None = None) -> Path:
         """A checkpoint of this step (rank 0 only): OUT/checkpoints/step-NNNNNN, written then renamed;
         the oldest beyond ``keep_checkpoints`` removed."""
-        import torch
-
         from train.models.standardizer import save_checkpoint
 
-        folder = folder or self.out / "checkpoints" / f"step-{self.step:06d}"
-        scratch = folder.with_name(folder.name + ".tmp")
-        shutil.rmtree(scratch, ignore_errors=True)
-        save_checkpoint(scratch, self.model, self.frozen, self.config.resolution, self.standard_pose,
-                        {"step": self.step, "base": self.config.base})
-        torch.save({"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                    "ema": self.ema.state_dict() if self.ema is not None else None, "step": self.step,
-                    "loader": json.dumps(self.loader.state_dict())}, scratch / "training_state.pt")
-        shutil.rmtree(folder, ignore_errors=True)
-        scratch.rename(folder)
-        for old in sorted((self.out / "checkpoints").glob("step-*"))[:-self.config.keep_checkpoints]:
-            shutil.rmtree(old, ignore_errors=True)
-        return folder
+        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
+                 "ema": self.ema.state_dict() if self.ema is not None else None, "step": self.step,
+                 "loader": json.dumps(self.loader.state_dict())}
+        return write_checkpoint(folder or self.out / "checkpoints" / f"step-{self.step:06d}",
+                                lambda scratch: save_checkpoint(scratch, self.model, self.frozen, self.config.resolution,
+                                                                self.standard_pose,
+                                                                {"step": self.step, "base": self.config.base}),
+                                state, self.config.keep_checkpoints)
 
     def save_final(self) -> Path:
         """OUT/final: the layout standardize loads, with the EMA weights when EMA is on."""
