@@ -14,28 +14,17 @@ from ray_jobs.shardwork import RunSummary
 from shards import storage
 
 
-def check_stage1(config, data) -> None:
-    """ConfigError naming what to change, for data of the wrong kind or a resolution the UNet cannot take."""
+def check_training(module: str, config, data) -> None:
+    """Before any work, a ConfigError naming what to change: data of the wrong record kind for the
+    trainer ``module`` (train.stage1 or train.router), or a base model it cannot take."""
+    import importlib
+
     from train.data import DatasetKindError
-    from train.stage1 import check_base, dataset
 
+    trainer = importlib.import_module(module)
     try:
-        dataset(data)
-        check_base(config)
-    except (DatasetKindError, FileNotFoundError, ValueError) as error:
-        raise ConfigError(str(error)) from None
-    except OSError as error:  # diffusers: no such model folder or hub id
-        raise ConfigError(f"base {config.base!r}: {error}") from None
-
-
-def check_router(config, data) -> None:
-    """ConfigError naming what to change, for data that is not router samples or a base that is not SDXL-shaped."""
-    from train.data import DatasetKindError
-    from train.router import check_base, dataset
-
-    try:
-        dataset(data)
-        check_base(config)
+        trainer.dataset(data)
+        trainer.check_base(config)
     except (DatasetKindError, FileNotFoundError, ValueError) as error:
         raise ConfigError(str(error)) from None
     except OSError as error:  # diffusers: no such model folder or hub id
@@ -64,7 +53,7 @@ def run_train_stage1(config, data: str, out: str | Path, workers: int = 1, gpus_
     """Train the standardizer on the pairs in ``data`` into ``out`` (checkpoints, final/, samples/,
     logs/). ``workers`` > 1 or an ``address``: Ray Train across the cluster, DDP over NCCL with GPUs
     and gloo without; else in this process. Resumes from the latest checkpoint in ``out``."""
-    return _run_training("train.stage1", check_stage1, config, data, out, workers, gpus_per_worker, cpus_per_worker,
+    return _run_training("train.stage1", config, data, out, workers, gpus_per_worker, cpus_per_worker,
                          address, overwrite, progress)
 
 
@@ -73,18 +62,18 @@ def run_train_router(config, data: str, out: str | Path, workers: int = 1, gpus_
                      progress: bool = True) -> dict:
     """Train AnyStory's router on the router samples in ``data`` into ``out`` (checkpoints, final/,
     figures/, logs/); the same launch as stage1's."""
-    return _run_training("train.router", check_router, config, data, out, workers, gpus_per_worker, cpus_per_worker,
+    return _run_training("train.router", config, data, out, workers, gpus_per_worker, cpus_per_worker,
                          address, overwrite, progress)
 
 
-def _run_training(module: str, check, config, data: str, out, workers: int, gpus: float, cpus: float,
+def _run_training(module: str, config, data: str, out, workers: int, gpus: float, cpus: float,
                   address: str | None, overwrite: bool, progress: bool) -> dict:
     """Checks before any work, then ``module``.train in this process or one rank per Ray Train worker."""
     import importlib
 
     out = Path(out).resolve()
     data = str(Path(data).resolve()) if not storage.is_remote(str(data)) and Path(data).exists() else str(data)
-    check(config, data)
+    check_training(module, config, data)
     out.mkdir(parents=True, exist_ok=True)
     _refuse_other_config(config, out, overwrite)
     if workers <= 1 and address is None:
