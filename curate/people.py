@@ -7,6 +7,9 @@ keypoints, and the largest face. Two detectors, both offline with the models the
   box and it gives no keypoints (a fallback where mediapipe cannot be installed)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +37,22 @@ class Detection:
         return int((self.mask > 127).sum())
 
 
+@contextlib.contextmanager
+def native_stderr_silenced():
+    """Send what native code writes to file descriptor 2 to /dev/null meanwhile: MediaPipe's C++
+    (absl, TF Lite) logs start-up notices there that neither GLOG_minloglevel nor absl's Python
+    logging reaches. Python's own errors are raised after the descriptor is restored."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class MediapipeDetector:
     """MediaPipe's bundled Pose (with segmentation) and FaceDetection, created once per worker."""
 
@@ -43,9 +62,13 @@ class MediapipeDetector:
         except ImportError as error:
             raise RuntimeError("the mediapipe person detector needs pip install 'pairforge[curate]' "
                                f"({error}); or set checks.detector=opencv") from None
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
-        self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1,
-                                                                min_detection_confidence=face_confidence)
+        self._posed = True
+        with native_stderr_silenced():  # the graphs' threads log while they start: run them once meanwhile
+            self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=True)
+            self._faces = mp.solutions.face_detection.FaceDetection(model_selection=1,
+                                                                    min_detection_confidence=face_confidence)
+            self.detect(np.full((64, 64, 3), 255, np.uint8))
+        self._posed = False  # the first pose found logs a notice as well
 
     def detect(self, rgb: np.ndarray) -> Detection:
         height, width = rgb.shape[:2]
@@ -57,10 +80,12 @@ class MediapipeDetector:
             boxes.append(([max(0.0, box.xmin * width), max(0.0, box.ymin * height),
                            min(width, (box.xmin + box.width) * width), min(height, (box.ymin + box.height) * height)],
                           float(face.score[0])))
-        pose = self._pose.process(rgb)
+        with contextlib.nullcontext() if self._posed else native_stderr_silenced():
+            pose = self._pose.process(rgb)
         if pose.pose_landmarks is None:
             return Detection(len(boxes), np.zeros((height, width), np.uint8), None, _largest(boxes)[0],
                              _largest(boxes)[1])
+        self._posed = True
         marks = np.array([[p.x * width, p.y * height, p.visibility] for p in pose.pose_landmarks.landmark])
         keypoints = np.zeros((18, 3))
         for k, sources in enumerate(MEDIAPIPE_TO_OPENPOSE):
