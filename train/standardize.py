@@ -2,9 +2,10 @@
 condition) at the checkpoint's resolution, inputs fitted (one scale, centred padding) into it and
 the output cropped back to the input's frame and size; batched. ``StandardizeStage`` runs it over
 ``synthetic_pair`` / ``composited_pair`` shards on either runner (a GPU actor per GPU on Ray), one
-``standardized`` output shard per input shard, each record carrying the checkpoint's hash. The
-target pose is the checkpoint's standard pose (the mean A-pose of its training data), not the
-input record's own, so a pair is standardized exactly as a photo would be."""
+``standardized`` output shard per input shard, each record carrying the checkpoint's hash;
+pairs.build runs the same inference (``LoadedStandardizer``) over curated photos. The target pose
+is the checkpoint's standard pose (the mean A-pose of its training data), not the input record's
+own, so a pair is standardized exactly as a photo would be."""
 from __future__ import annotations
 
 import json
@@ -107,9 +108,61 @@ def standard_pose_image(identity: dict) -> np.ndarray:
     return pose_image(np.asarray(identity["standard_pose"], np.float32), resolution)
 
 
-def _source_size(record: dict) -> tuple[int, int]:
-    image = record["src.jpg"] if "src.jpg" in record else record["src.png"]
-    return image.shape[1], image.shape[0]
+SOURCE_IMAGE = {"composited_pair": "src.jpg", "synthetic_pair": "src.png", "photo": "image.jpg"}
+
+
+class LoadedStandardizer:
+    """A checkpoint on its device with the decoder of one source kind: the batched inference that
+    ``StandardizeStage`` (pairs' sources) and pairs.build (curated photos) share."""
+
+    def __init__(self, config: StandardizeConfig, kind: str, identity: dict):
+        self.config, self.kind, self.identity = config, kind, identity
+        self.resolution = tuple(identity["resolution"])
+        self.model = self.frozen = self.device = None
+
+    def load(self, who: str = "standardize") -> None:
+        import torch
+
+        from train.models.standardizer import load_checkpoint
+
+        cuda = torch.cuda.is_available()
+        if self.config.device == "cuda" and not cuda:
+            raise StageUnavailable(f"{who}: device=cuda but this worker sees no GPU; --set device=cpu gpus=0")
+        self.device = torch.device("cuda" if cuda and self.config.device != "cpu" else "cpu")
+        dtype = getattr(torch, self.config.dtype) if self.device.type == "cuda" else torch.float32
+        model, frozen, _ = load_checkpoint(self.config.checkpoint)
+        self.model = model.to(self.device, dtype).eval()
+        self.frozen = frozen.to(self.device)
+        self._decoder = decoder_for(self.kind, self.resolution)
+        self._target_pose = self._decoder.image(standard_pose_image(self.identity))
+
+    def unload(self) -> None:
+        self.model = self.frozen = None
+
+    def run(self, records: dict[str, dict], crop: bool = True) -> tuple[dict[str, tuple[np.ndarray, int]],
+                                                                          dict[str, str]]:
+        """Decoded source records by key -> (key -> (the standardized image at the source's size, or
+        the whole generated frame when not ``crop``, and its seed), key -> why a record could not be
+        fed to the model); one batch on the device."""
+        import torch
+
+        prepared, failed, done = [], {}, {}
+        for key, record in records.items():
+            try:
+                image = record[SOURCE_IMAGE[self.kind]]
+                prepared.append((key, self._decoder(record), (image.shape[1], image.shape[0])))
+            except Exception as error:  # a record that does not decode is a reject; the batch goes on
+                failed[key] = f"input: {type(error).__name__}: {error}"
+        if prepared:
+            def stack(name):
+                return torch.from_numpy(np.stack([p[1][name] for p in prepared])).to(self.device)
+            target = torch.from_numpy(np.stack([self._target_pose] * len(prepared))).to(self.device)
+            seeds = [sample_seed(self.config.seed, "standardize-" + p[0]) for p in prepared]
+            images = to_uint8(generate(self.model, self.frozen, stack("image"), stack("bg_mask"), stack("pose"),
+                                       target, seeds, self.config.steps, self.config.guidance_scale))
+            for (key, _, size), image, seed in zip(prepared, images, seeds):
+                done[key] = (crop_back(image, size, self.resolution) if crop else image, seed)
+        return done, failed
 
 
 class StandardizeStage(Stage):
@@ -122,52 +175,29 @@ class StandardizeStage(Stage):
         if kind not in INPUT_KINDS:
             raise ValueError(f"cannot standardize {kind!r} records; give {' or '.join(INPUT_KINDS)} shards")
         self.config, self.kind, self.identity = config, kind, identity
-        self.resolution = tuple(identity["resolution"])
         self.batch_size = config.batch_size
         self.resources = Resources(cpus=config.cpus, gpus=config.gpus, memory_mb=config.memory_mb)
         self.decodes = frozenset({"src.jpg", "src_bgmask.png", "std.png", "json"} if kind == "composited_pair"
                                  else {"src.png", "std.png", "json"})
-        self._model = self._frozen = self._device = None
+        self._standardizer = LoadedStandardizer(config, kind, identity)
 
     def setup(self) -> None:
-        import torch
-
-        from train.models.standardizer import load_checkpoint
-
-        cuda = torch.cuda.is_available()
-        if self.config.device == "cuda" and not cuda:
-            raise StageUnavailable("standardize: device=cuda but this worker sees no GPU; --set device=cpu gpus=0")
-        self._device = torch.device("cuda" if cuda and self.config.device != "cpu" else "cpu")
-        dtype = getattr(torch, self.config.dtype) if self._device.type == "cuda" else torch.float32
-        model, frozen, _ = load_checkpoint(self.config.checkpoint)
-        self._model = model.to(self._device, dtype).eval()
-        self._frozen = frozen.to(self._device)
-        self._decoder = decoder_for(self.kind, self.resolution)
-        self._target_pose = self._decoder.image(standard_pose_image(self.identity))
+        self._standardizer.load(self.name)
 
     def teardown(self) -> None:
-        self._model = self._frozen = None
+        self._standardizer.unload()
 
     def process_batch(self, items: list[dict]) -> list[dict]:
-        import torch
-
-        prepared, out = [], {}
+        done, failed = self._standardizer.run({item["__key__"]: item["inputs"][0] for item in items})
+        out = []
         for item in items:
-            try:
-                record = item["inputs"][0]
-                prepared.append((item, self._decoder(record), _source_size(record), record["json"]))
-            except Exception as error:  # a record that does not decode is a reject; the batch goes on
-                out[item["__key__"]] = rejected(item["__key__"], f"input: {type(error).__name__}: {error}")
-        if prepared:
-            def stack(name):
-                return torch.from_numpy(np.stack([p[1][name] for p in prepared])).to(self._device)
-            target = torch.from_numpy(np.stack([self._target_pose] * len(prepared))).to(self._device)
-            seeds = [sample_seed(self.config.seed, "standardize-" + p[0]["__key__"]) for p in prepared]
-            images = to_uint8(generate(self._model, self._frozen, stack("image"), stack("bg_mask"), stack("pose"),
-                                       target, seeds, self.config.steps, self.config.guidance_scale))
-            for (item, _, size, meta), image, seed in zip(prepared, images, seeds):
-                out[item["__key__"]] = self._record(item, crop_back(image, size, self.resolution), meta, seed)
-        return [out[item["__key__"]] for item in items]
+            key = item["__key__"]
+            if key in failed:
+                out.append(rejected(key, failed[key]))
+            else:
+                image, seed = done[key]
+                out.append(self._record(item, image, item["inputs"][0]["json"], seed))
+        return out
 
     def _record(self, item: dict, image: np.ndarray, meta: dict, seed: int) -> dict:
         # Names, not paths, so a record's bytes do not depend on where the job ran (the resolved

@@ -13,7 +13,8 @@ crop (on white) fitted into ``subject_size``, its instance mask at the scene's f
 ``max_subjects`` with ``subject_valid`` saying which are real, and the caption. ``multiview``:
 the first ``views`` views (on white), their 4x4 camera poses and focal lengths (moved by the fit),
 ``view_valid`` for objects with fewer views. ``real_pair``: the standardized reference, the photo,
-its caption and original size. Stacks are zero-padded so batches collate."""
+its caption and original size. ``photo``: a curated photo as the standardizer's source (the
+photo, 1 - its person mask, the pose image of its keypoints). Stacks are zero-padded so batches collate."""
 from __future__ import annotations
 
 import numpy as np
@@ -239,8 +240,23 @@ class RealPairDecoder(Decoder):
                 "original_size": np.array(target.shape[:2], np.float32)}
 
 
+class PhotoDecoder(Decoder):
+    """photo (a curated real photo) -> what the standardizer takes of a source, as for the pairs:
+    image (the photo fitted), bg_mask (1 - the person mask, fitted; the padding is background),
+    pose (the pose image of its OpenPose-18 keypoints, drawn as the composites' are), keypoints."""
+
+    def __call__(self, record: dict, epoch: int = 0) -> dict:
+        image, mask = record["image.jpg"], record["mask.png"]
+        if mask.shape != image.shape[:2]:
+            raise ValueError(f"mask.png is {mask.shape[1]}x{mask.shape[0]}, image.jpg {image.shape[1]}x{image.shape[0]}")
+        kp = fit_keypoints(record["json"]["keypoints"], (image.shape[1], image.shape[0]), self.size)
+        return {"__key__": record["__key__"], "image": self.fitted(image),
+                "bg_mask": self.mask(place(np.ascontiguousarray(255 - mask), self.size, 255, Image.BILINEAR)),
+                "pose": self.image(pose_image(kp, self.size)), "keypoints": kp}
+
+
 KINDS = {"synthetic_pair": PairDecoder, "composited_pair": PairDecoder, "router_sample": RouterDecoder,
-         "multiview": MultiviewDecoder, "real_pair": RealPairDecoder}
+         "multiview": MultiviewDecoder, "real_pair": RealPairDecoder, "photo": PhotoDecoder}
 
 
 def decoder_for(kind: str, size: tuple[int, int], **options):
