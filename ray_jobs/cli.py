@@ -142,6 +142,8 @@ def cmd_train(args) -> int:
 
     if args.model_name == "router":
         return cmd_train_router(args)
+    if args.model_name == "stage2":
+        return cmd_train_stage2(args)
     from ray_jobs.training import run_train_stage1
     from train.stage1 import Stage1Config
 
@@ -180,6 +182,37 @@ def cmd_train_router(args) -> int:
     return 0
 
 
+def cmd_train_stage2(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.training import run_train_stage2
+    from train.stage2 import Stage2Config
+
+    config = load_config(Stage2Config, args.config, args.set)
+    result = run_train_stage2(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker,
+                              args.address, args.overwrite, progress=not args.quiet)
+    losses = result["losses"]
+    print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
+          f"samples/s on rank 0); loss {losses[0]:.4f} -> {losses[-1]:.4f}; {result['problems']} samples skipped "
+          f"by the loader" if losses else f"already at step {result['step']}")
+    if "grid" in result:
+        print(f"held-out pairs (reference | generated | target): {result['grid']}")
+    print(f"checkpoint: {result.get('checkpoint', '-')}; adapter for load_ip_adapter / eval stage2: {result['final']}; "
+          f"TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from ray_jobs.config import load_config
+    from ray_jobs.training import run_eval_stage2
+    from train.evaluate import EvalConfig
+
+    config = load_config(EvalConfig, args.config, args.set)
+    run_eval_stage2(config, args.adapter, args.prompts, args.out, args.references)
+    print((Path(args.out) / "metrics.md").read_text(), end="")
+    print(f"table: {Path(args.out) / 'metrics.json'} (and .csv, .md); grid: {Path(args.out) / 'grid.png'}")
+    return 0
+
+
 def cmd_segment(args) -> int:
     from train.models.router import CheckpointError
     from train.segment import segment
@@ -200,6 +233,15 @@ def cmd_standardize(args) -> int:
 
     config = load_config(StandardizeConfig, args.config, [f"checkpoint={args.checkpoint}", *args.set])
     return _finished(run_standardize(config, args.input, args.out, _run_options(args)))
+
+
+def cmd_pairs(args) -> int:
+    from pairs.build import PairsConfig
+    from ray_jobs.config import load_config
+    from ray_jobs.pairs import run_pairs
+
+    config = load_config(PairsConfig, args.config, [f"standardize.checkpoint={args.checkpoint}", *args.set])
+    return _finished(run_pairs(config, args.photos, args.out, _run_options(args)))
 
 
 def cmd_poses(args) -> int:
@@ -248,11 +290,38 @@ def cmd_status(args) -> int:
     return 0
 
 
+def cmd_plan_pairs(args) -> int:
+    from pairs.build import PairsConfig
+    from ray_jobs.config import load_config
+    from ray_jobs.plan import plan_pairs
+
+    config = load_config(PairsConfig, args.config, args.set)
+    figures = plan_pairs(config, args.pilot, args.gpus, args.nodes, args.cores_per_node, args.photos)
+    for note in figures["stand_ins"]:
+        print(f"stand-in: {note}")
+    unit = "GPU" if "gpu_hours" in figures else "core"
+    per_pair = figures["gpu_seconds_per_pair"] if unit == "GPU" else figures["core_seconds_per_pair"]
+    print(f"pilot: {figures['pilot_pairs']} photos in {figures['pilot_wall_s']} s on {figures['device']} "
+          f"(+{figures['pilot_setup_s']} s loading): {per_pair} {unit}-s and {figures['bytes_per_pair'] / 1e3:.0f} kB "
+          f"per pair; {figures['pilot_rejected']} rejected, {figures['pilot_gate_failed']} would fail the gate")
+    phases = ", ".join(f"{phase} {t} s" for phase, t in figures["seconds_per_pair_by_phase"].items())
+    print(f"per pair by phase (wall): {phases}")
+    where = f"{args.gpus} GPUs" if unit == "GPU" else f"{args.nodes} nodes x {args.cores_per_node} cores"
+    hours = figures["gpu_hours"] if unit == "GPU" else figures["core_hours"]
+    print(f"projected for {figures['pairs']:,} pairs: {hours:,} {unit}-hours; {figures['wall_hours']:,} h on {where}; "
+          f"{figures['storage_tb']} TB of shards")
+    print(f"assumes: {figures['assumes']}")
+    print(json.dumps(figures))
+    return 0
+
+
 def cmd_plan(args) -> int:
     from ray_jobs.config import load_config
-    from ray_jobs.plan import plan
+    from ray_jobs.plan import is_pairs_config, plan
     from render.config import RenderConfig
 
+    if is_pairs_config(args.config):
+        return cmd_plan_pairs(args)
     config = load_config(RenderConfig, args.config, args.set)
     figures = plan(config, args.pilot, args.nodes, args.cores_per_node)
     print(f"pilot: {figures['pilot_samples']} samples in {figures['pilot_wall_s']} s "
@@ -286,6 +355,9 @@ def cmd_bench(args) -> int:
     elif args.what == "train" and args.model_name == "router":
         from ray_jobs.bench_train import bench_train_router
         figures = bench_train_router()
+    elif args.what == "train" and args.model_name == "stage2":
+        from ray_jobs.bench_train import bench_train_stage2
+        figures = bench_train_stage2()
     elif args.what == "train":
         from ray_jobs.bench_train import bench_train_stage1
         figures = bench_train_stage1()
@@ -427,13 +499,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(curate)
     curate.set_defaults(run=cmd_curate)
 
-    train = sub.add_parser("train", help="train a model on shards: stage1 (the standardizer) or router (AnyStory's "
-                                         "router); one process, or Ray Train DDP with --workers")
-    train.add_argument("model_name", choices=("stage1", "router"))
-    train.add_argument("--data", required=True, help="stage1: synthetic_pair or composited_pair shards; router: "
-                                                     "router_sample shards; a folder, glob or brace pattern")
+    train = sub.add_parser("train", help="train a model on shards: stage1 (the standardizer), stage2 (the IP-Adapter "
+                                         "personalizer on SDXL) or router (AnyStory's router); one process, or Ray "
+                                         "Train DDP with --workers")
+    train.add_argument("model_name", choices=("stage1", "stage2", "router"))
+    train.add_argument("--data", required=True, help="stage1: synthetic_pair or composited_pair shards; stage2: "
+                                                     "real_pair shards (pairforge pairs); router: router_sample "
+                                                     "shards; a folder, glob or brace pattern")
     train.add_argument("--out", required=True, help="checkpoints/, final/, samples/ or figures/, logs/ (TensorBoard)")
-    train.add_argument("--config", help="YAML (configs/stage1.yaml, configs/router.yaml: the papers' scale)")
+    train.add_argument("--config", help="YAML (configs/stage1.yaml, stage2.yaml, router.yaml: the papers' scale)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     train.add_argument("--workers", type=int, default=1, help="DDP ranks under Ray Train (default 1: in-process)")
     train.add_argument("--gpus-per-worker", type=float, default=0.0)
@@ -461,6 +535,15 @@ def build_parser() -> argparse.ArgumentParser:
     standardize.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     _add_run_options(standardize)
     standardize.set_defaults(run=cmd_standardize)
+
+    pairs = sub.add_parser("pairs", help="standardize curated photos -> real pairs (reference, photo, caption), gated")
+    pairs.add_argument("--photos", required=True, help="curated photo shards (the --out of `curate photos`)")
+    pairs.add_argument("--checkpoint", required=True, help="a standardizer folder from train stage1 (OUT/final)")
+    pairs.add_argument("--out", required=True)
+    pairs.add_argument("--config", help="YAML with the pairs settings (configs/pairs-300k.yaml, pairs/build.py)")
+    pairs.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    _add_run_options(pairs)
+    pairs.set_defaults(run=cmd_pairs)
 
     poses = sub.add_parser("poses", help="unique poses from motions -> a pose table (jsonl) and a coverage plot")
     poses.add_argument("--motions", nargs="+", default=["builtin"],
@@ -490,11 +573,25 @@ def build_parser() -> argparse.ArgumentParser:
 
     plan = sub.add_parser("plan", help="pilot run -> projected core-hours, wall time and storage of a config")
     plan.add_argument("--config", default="demo")
-    plan.add_argument("--pilot", type=int, default=64, help="samples to render for real (default 64)")
+    plan.add_argument("--pilot", type=int, default=64, help="samples (renders, or photos for a pairs config) to run for real (default 64)")
     plan.add_argument("--nodes", type=int, default=10)
     plan.add_argument("--cores-per-node", type=int, default=32)
+    plan.add_argument("--gpus", type=int, default=64, help="pairs configs: GPUs to project the wall time on")
+    plan.add_argument("--photos", help="pairs configs: curated photos for the pilot (default: the demo's shipped photos)")
     plan.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     plan.set_defaults(run=cmd_plan)
+
+    evaluate = sub.add_parser("eval", help="evaluate a trained model: stage2 (the adapter: CLIP-I with backgrounds "
+                                           "removed, CLIP-T, AP-CLIP-I across prompts; a table and an image grid)")
+    evaluate.add_argument("model_name", choices=("stage2",))
+    evaluate.add_argument("--adapter", required=True, help="a folder from train stage2 (OUT/final or a step)")
+    evaluate.add_argument("--prompts", required=True, help="a text file, one prompt a line")
+    evaluate.add_argument("--references", help="real_pair shards (their split=test references) or a folder of "
+                                               "images; default: the test pairs the adapter was trained on")
+    evaluate.add_argument("--out", required=True, help="metrics.json/.csv/.md, grid.png, images/")
+    evaluate.add_argument("--config", help="YAML with the eval settings (train/evaluate.py EvalConfig)")
+    evaluate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    evaluate.set_defaults(run=cmd_eval)
 
     bench = sub.add_parser("bench", help="benchmarks; the last line is one JSON object of figures")
     bench.add_argument("what", choices=("render", "ray", "composite", "caption", "storage", "loader", "train", "curate"),
@@ -505,8 +602,9 @@ def build_parser() -> argparse.ArgumentParser:
                             "loader: training samples/s per core for every record kind against plain webdataset; "
                             "train stage1: Stage I samples/s of the tiny model at 128x192 fed by the loader against "
                             "the same batches pre-loaded in memory; train router: the same for the tiny router "
-                            "at 64x96")
-    bench.add_argument("model_name", nargs="?", choices=("stage1", "router"), default="stage1", help="train: the model")
+                            "at 64x96; train stage2: the same for the tiny IP-Adapter at 64x96 with 2 aspect buckets")
+    bench.add_argument("model_name", nargs="?", choices=("stage1", "stage2", "router"), default="stage1",
+                       help="train: the model")
     bench.add_argument("--shards", type=int, default=8, help="storage: shards of ~11 MB to write and read (default 8)")
     bench.add_argument("--endpoint", help="storage: an S3-compatible server (default: moto started on 127.0.0.1)")
     bench.add_argument("--characters", type=int, default=8)

@@ -1,5 +1,6 @@
-"""``pairforge train stage1`` and ``train router`` (one process, or a Ray Train ``TorchTrainer``: one DDP rank per
-worker, each reading its own shards) and ``pairforge standardize`` (a Stage on either runner,
+"""``pairforge train stage1``, ``train stage2`` and ``train router`` (one process, or a Ray Train
+``TorchTrainer``: one DDP rank per worker, each reading its own shards), ``pairforge eval stage2``,
+the demo's Stage II (``demo_stage2``) and ``pairforge standardize`` (a Stage on either runner,
 resumable by shard). Everything that can be wrong with the inputs is checked here, before any work:
 the record kind of the data, the resolution against the base UNet, the checkpoint's identity."""
 from __future__ import annotations
@@ -16,7 +17,8 @@ from shards import storage
 
 def check_training(module: str, config, data) -> None:
     """Before any work, a ConfigError naming what to change: data of the wrong record kind for the
-    trainer ``module`` (train.stage1 or train.router), or a base model it cannot take."""
+    trainer ``module`` (train.stage1, train.router or train.stage2), or a base model (or, stage2,
+    a starting adapter) it cannot take."""
     import importlib
 
     from train.data import DatasetKindError
@@ -63,6 +65,15 @@ def run_train_router(config, data: str, out: str | Path, workers: int = 1, gpus_
     """Train AnyStory's router on the router samples in ``data`` into ``out`` (checkpoints, final/,
     figures/, logs/); the same launch as stage1's."""
     return _run_training("train.router", config, data, out, workers, gpus_per_worker, cpus_per_worker,
+                         address, overwrite, progress)
+
+
+def run_train_stage2(config, data: str, out: str | Path, workers: int = 1, gpus_per_worker: float = 0.0,
+                     cpus_per_worker: float = 1.0, address: str | None = None, overwrite: bool = False,
+                     progress: bool = True) -> dict:
+    """Train the Stage II IP-Adapter on the real pairs in ``data`` into ``out`` (checkpoints, final/:
+    the adapter folder load_ip_adapter reads, samples/, logs/); the same launch as stage1's."""
+    return _run_training("train.stage2", config, data, out, workers, gpus_per_worker, cpus_per_worker,
                          address, overwrite, progress)
 
 
@@ -113,6 +124,71 @@ def _ray_train(module: str, config, data: str, out: Path, workers: int, gpus: fl
         run_config=RunConfig(name=module.rsplit(".", 1)[-1], storage_path=str(out / "ray_train")))
     trainer.fit()
     return {**json.loads((out / "ranks" / "result.json").read_text()), "workers": workers}
+
+
+def run_eval_stage2(config, adapter: str | Path, prompts_file: str | Path, out: str | Path,
+                    references: str | None = None) -> dict:
+    """``pairforge eval stage2``: train.evaluate over the prompts in ``prompts_file`` (one a line)
+    and the references (real_pair shards or an image folder; default: the split=test pairs the
+    adapter was trained on), generated backgrounds removed by curate.people's segmenter (or the
+    white threshold). A ConfigError, before any generation, names what to change."""
+    from train.evaluate import evaluate, read_references
+    from train.models.personalizer import AdapterError, read_identity
+
+    try:
+        identity = read_identity(adapter)
+        prompts = [line.strip() for line in Path(prompts_file).read_text().splitlines() if line.strip()]
+        refs = read_references(references or identity["data"], config.max_references)
+    except (AdapterError, OSError) as error:
+        raise ConfigError(str(error)) from None
+    if not prompts or not refs:
+        raise ConfigError(f"{len(prompts)} prompts in {prompts_file} and {len(refs)} references: need at least one each")
+    person_mask = None  # background=white: evaluate thresholds
+    if config.background != "white":
+        from curate.people import make_detector
+        detector = make_detector(config.background)
+        person_mask = lambda rgb: detector.detect(rgb).mask  # noqa: E731
+    Path(out).mkdir(parents=True, exist_ok=True)
+    try:
+        return evaluate(adapter, prompts, refs, out, config, person_mask)
+    except AdapterError as error:
+        raise ConfigError(str(error)) from None
+
+
+def demo_stage2(out: Path, pairs_dir: Path, overwrite: bool) -> list[str]:
+    """The demo's Stage II: two steps of the tiny IP-Adapter (configs/stage2-tiny.yaml) on a tiny SDXL
+    pipeline (OUT/base) over the real_pair shards in ``pairs_dir`` (OUT/run, its adapter OUT/run/final),
+    then one image from the saved adapter by a stock StableDiffusionXLPipeline + load_ip_adapter,
+    the first pair's reference as the image prompt (OUT/generated.png). Returns summary lines."""
+    import torch
+    from PIL import Image
+
+    from ray_jobs.config import load_config
+    from train.data.kinds import place
+    from train.evaluate import load_pipeline, read_references
+    from train.models.personalizer import read_identity
+    from train.models.tiny import build_tiny_sdxl_pipeline
+    from train.stage2 import Stage2Config
+
+    out = Path(out)
+    base = out / "base" if (out / "base" / "model_index.json").exists() else build_tiny_sdxl_pipeline(out / "base")
+    config = load_config(Stage2Config, "stage2-tiny", [f"base={base}", f"image_encoder={base / 'ip_image_encoder'}",
+                                                       'image_encoder_subfolder=""', "steps=2", "checkpoint_every=2",
+                                                       "validation_samples=0"])
+    result = run_train_stage2(config, str(pairs_dir), out / "run", overwrite=overwrite, progress=False)
+    adapter = Path(result["final"])
+    pipe = load_pipeline(adapter, read_identity(adapter), str(base), "cpu")
+    (name, reference), = read_references(str(pairs_dir), 1)
+    side = pipe.image_encoder.config.image_size
+    prompt = "a person walking in a park"
+    image = pipe(prompt, ip_adapter_image=Image.fromarray(place(reference, (side, side), 255)), height=96, width=64,
+                 num_inference_steps=4, generator=torch.Generator().manual_seed(0)).images[0]
+    image.save(out / "generated.png")
+    losses = " -> ".join(f"{loss:.4f}" for loss in result["losses"]) or "(already trained)"
+    return [f"stage2: {result['step']} IP-Adapter steps on the tiny SDXL base over {pairs_dir} (loss {losses})",
+            f"stage2: adapter for load_ip_adapter: {adapter}",
+            f"stage2: a stock StableDiffusionXLPipeline + load_ip_adapter drew {out / 'generated.png'} from "
+            f"reference {name} and {prompt!r}"]
 
 
 def standardize_stage(config, in_dir: str, out_dir: str):

@@ -27,10 +27,15 @@ def training_device(device, mixed_precision: str):
 
 def optimizer_step(loss, optimizer, scaler, parameters, max_grad_norm: float) -> None:
     """Backward through the gradient scaler, clip the unscaled gradients, step, update the scale."""
-    import torch
-
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
+    apply_gradients(optimizer, scaler, parameters, max_grad_norm)
+
+
+def apply_gradients(optimizer, scaler, parameters, max_grad_norm: float) -> None:
+    """Clip the unscaled gradients already accumulated (one backward or several), step, update the scale."""
+    import torch
+
     scaler.unscale_(optimizer)
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     scaler.step(optimizer)

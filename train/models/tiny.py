@@ -5,6 +5,7 @@ SDXL-shaped base (``build_tiny_sdxl_base``, the router's). Random weights; the s
 paths are SD-1.5's and SDXL's."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 TINY_WIDTH = 32  # the UNet's cross-attention width = the CLIP projection
@@ -87,4 +88,101 @@ def build_tiny_sdxl_base(path: str | Path, seed: int = 0) -> Path:
     CLIPVisionModelWithProjection(CLIPVisionConfig(
         hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
         patch_size=4, projection_dim=TINY_WIDTH)).save_pretrained(path / "image_encoder")
+    return path
+
+
+def build_tiny_sdxl_pipeline(path: str | Path, seed: int = 0) -> Path:
+    """``build_tiny_sdxl_base`` plus what Stage II's tests need of a stock SDXL folder: model_index.json
+    (so ``StableDiffusionXLPipeline.from_pretrained(path)`` reads it; no image encoder listed, as in
+    SDXL's own, so ``load_ip_adapter`` takes the adapter's) and ``ip_image_encoder/``: a CLIP vision
+    tower at 64 px in 4-px patches, whose penultimate states are 257 tokens like ViT-H/14's at 224 px."""
+    import diffusers
+    import torch
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    path = build_tiny_sdxl_base(path, seed)
+    parts = {"unet": ("diffusers", "UNet2DConditionModel"), "vae": ("diffusers", "AutoencoderKL"),
+             "scheduler": ("diffusers", "EulerDiscreteScheduler"), "text_encoder": ("transformers", "CLIPTextModel"),
+             "text_encoder_2": ("transformers", "CLIPTextModelWithProjection"),
+             "tokenizer": ("transformers", "CLIPTokenizer"), "tokenizer_2": ("transformers", "CLIPTokenizer"),
+             "image_encoder": (None, None), "feature_extractor": (None, None)}
+    (path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionXLPipeline",
+                                                       "_diffusers_version": diffusers.__version__,
+                                                       "force_zeros_for_empty_prompt": True, **parts}, indent=1))
+    torch.manual_seed(seed + 1)
+    CLIPVisionModelWithProjection(CLIPVisionConfig(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=64,
+        patch_size=4, projection_dim=TINY_WIDTH)).save_pretrained(path / "ip_image_encoder")
+    return path
+
+
+def build_tiny_standardizer(path: str | Path, standard_pose, resolution: tuple[int, int] = (64, 96),
+                            seed: int = 0) -> Path:
+    """An untrained standardizer checkpoint at ``path`` (the layout ``load_checkpoint`` reads, with
+    ``standard_pose``: 18 OpenPose keypoints at ``resolution``) made from the tiny base: the whole
+    inference path in a second, for pairs' tests and ``pairforge plan`` where no trained one exists."""
+    import tempfile
+
+    import torch
+
+    from train.models.standardizer import load_base, save_checkpoint
+
+    with tempfile.TemporaryDirectory(prefix="tiny-base-") as scratch:
+        base = build_tiny_base(Path(scratch) / "base", seed)
+        torch.manual_seed(seed)
+        model, frozen = load_base(str(base), str(base / "image_encoder"))
+        save_checkpoint(path, model, frozen, list(resolution), [list(map(float, p)) for p in standard_pose])
+    return Path(path)
+
+
+def build_tiny_router_base(path: str | Path, seed: int = 0, fit_steps: int = 150) -> Path:
+    """``build_tiny_sdxl_base`` with a VAE whose latents carry the picture, as SDXL's do: what the
+    router learns to segment from. A random VAE's do not (measured on router scenes at 64x96: a
+    linear read-out of the 8x8 cells' colours from its latent explains 2 % of their variance; its
+    posterior std 1.1 is 3.6x the spread of its means, so ``latent_dist.sample()`` is mostly noise;
+    and SDXL's scaling factor 0.13025 leaves latents of std 0.04, drowned at t=200 by noise of
+    std 0.5), so a tiny router stayed at all-background. Here the encoder is fitted (``fit_steps``
+    of Adam on seeded pictures of colour boxes, a few seconds) to put each 8x8 cell's mean colour
+    and contrast in the 4 latent channels with a posterior std of ~0.02 (the read-out then explains
+    ~85 %), and ``scaling_factor`` is set to 1 / the std of its latents, SD's rule. The decoder
+    stays random (nothing the router does decodes)."""
+    import torch
+    import torch.nn.functional as F
+    from diffusers import AutoencoderKL
+
+    path = build_tiny_sdxl_base(path, seed)
+    vae = AutoencoderKL.from_pretrained(path / "vae")
+    generator = torch.Generator().manual_seed(seed)
+    height, width = 48, 32
+
+    def pictures(count):  # a smooth colour field with 5 boxes of flat colour
+        x = F.interpolate(torch.rand(count, 3, 3, 3, generator=generator) * 2 - 1, (height, width), mode="bilinear")
+        rows, columns = torch.arange(height).view(1, 1, -1, 1), torch.arange(width).view(1, 1, 1, -1)
+        for _ in range(5):
+            colour = torch.rand(count, 3, 1, 1, generator=generator) * 2 - 1
+            top, left = (torch.randint(0, n, (count, 1, 1, 1), generator=generator) for n in (height, width))
+            tall, wide = (torch.randint(2, n // 2, (count, 1, 1, 1), generator=generator) for n in (height, width))
+            box = ((rows >= top) & (rows < top + tall) & (columns >= left) & (columns < left + wide)).float()
+            x = x * (1 - box) + colour * box
+        return x
+
+    def cells(x):  # per 8x8 cell: mean RGB and luminance contrast, about in [-1, 1]
+        luminance = x.mean(1, keepdim=True)
+        contrast = (F.avg_pool2d(luminance ** 2, 8) - F.avg_pool2d(luminance, 8) ** 2).clamp(min=0).sqrt()
+        return torch.cat([F.avg_pool2d(x, 8), contrast * 4 - 1], 1)
+
+    trained = [*vae.encoder.parameters(), *vae.quant_conv.parameters()]
+    optimizer = torch.optim.Adam(trained, lr=3e-3)
+    for _ in range(fit_steps):
+        x = pictures(8)
+        posterior = vae.encode(x).latent_dist
+        loss = F.mse_loss(posterior.mean, cells(x)) + 0.01 * F.mse_loss(posterior.logvar,
+                                                                         torch.full_like(posterior.logvar, -8.0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        std = vae.encode(pictures(32)).latent_dist.mean.std()
+    vae.register_to_config(scaling_factor=round(1 / float(std), 4))
+    vae.save_pretrained(path / "vae")
     return path

@@ -13,7 +13,7 @@ The module classes are made on first use (``modules.classes()``): importing this
 neither torch nor diffusers."""
 from train.models.router.layout import CheckpointError, read_identity
 from train.models.router.model import (Conditioning, FrozenParts, clip_tokens, encode_text, load_base, load_checkpoint,
-                                       routing_loss, save_checkpoint)
+                                       load_frozen_parts, routing_loss, save_checkpoint)
 
 __all__ = ["CheckpointError", "Conditioning", "FrozenParts", "clip_tokens", "encode_text", "load_base", "load_checkpoint",
-           "read_identity", "routing_loss", "save_checkpoint"]
+           "load_frozen_parts", "read_identity", "routing_loss", "save_checkpoint"]

@@ -34,7 +34,7 @@ class FrozenParts:
         return self
 
 
-def _frozen_parts(base: str, image_encoder: str, image_encoder_subfolder: str = "", revision: str | None = None):
+def load_frozen_parts(base: str, image_encoder: str, image_encoder_subfolder: str = "", revision: str | None = None):
     from diffusers import AutoencoderKL, EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
@@ -80,7 +80,7 @@ def load_base(base: str, image_encoder: str, image_encoder_subfolder: str = "", 
         raise layout.CheckpointError(f"base {base}: its UNet is not SDXL-shaped (addition_embed_type "
                                      f"{unet.config.addition_embed_type!r}, not 'text_time'); the router needs an "
                                      f"SDXL-family base such as stabilityai/stable-diffusion-xl-base-1.0")
-    frozen = _frozen_parts(base, image_encoder, image_encoder_subfolder, revision)
+    frozen = load_frozen_parts(base, image_encoder, image_encoder_subfolder, revision)
     channels, inner = _layer_widths(unet)
     clip_width = frozen.image_encoder.config.hidden_size
     made = classes()
@@ -125,7 +125,7 @@ def load_checkpoint(path: str | Path):
             UNet2DConditionModel.from_pretrained(identity["base"], subfolder="unet", revision=revision)
     model = _assemble(unet, reference_unet, made.SubjectEncoder.from_pretrained(path / "subject_encoder"),
                       made.Router.from_pretrained(path / "router"), identity["eta"], identity["gamma"])
-    frozen = _frozen_parts(identity["base"], identity["image_encoder"], identity.get("image_encoder_subfolder", ""),
+    frozen = load_frozen_parts(identity["base"], identity["image_encoder"], identity.get("image_encoder_subfolder", ""),
                            revision)
     return model, frozen, identity
 

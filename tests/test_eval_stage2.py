@@ -1,0 +1,88 @@
+"""`pairforge eval stage2` (train/evaluate.py) on a tiny trained adapter, the tiny SDXL pipeline and a
+tiny CLIPModel (text + vision) built from a config and loaded by path: the table (json, csv, md) with
+finite CLIP-I, CLIP-T and AP-CLIP-I, the grid and the images; the metrics' definitions checked on
+known images; an adapter that does not fit the base stops before any generation."""
+import json
+
+import numpy as np
+import pytest
+
+from ray_jobs.cli import main
+from ray_jobs.training import run_train_stage2
+from tests.tools.stage2_data import make_stage2_data, tiny_stage2_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from train.models.tiny import tiny_clip_tokenizer
+
+    work = tmp_path_factory.mktemp("eval")
+    data = make_stage2_data(work / "data")
+    run_train_stage2(tiny_stage2_config(data, "steps=2", "checkpoint_every=2", "validation_samples=0"),
+                     str(data / "real_pairs"), work / "run", progress=False)
+    tokenizer = tiny_clip_tokenizer()
+    clip = work / "clip"
+    CLIPModel(CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=4), projection_dim=16)).save_pretrained(clip)
+    CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+                  tokenizer=tokenizer).save_pretrained(clip)
+    prompts = work / "prompts.txt"
+    prompts.write_text("a character cooking in the park\n\na character reading, side view\n")
+    return data, work / "run" / "final", clip, prompts
+
+
+def test_eval_writes_table_grid_and_images(setup, tmp_path):
+    data, adapter, clip, prompts = setup
+    code = main(["eval", "stage2", "--adapter", str(adapter), "--prompts", str(prompts), "--out", str(tmp_path),
+                 "--set", f"clip_model={clip}", "--set", "images_per_prompt=2", "--set", "inference_steps=2",
+                 "--set", "resolution=[64, 96]", "--set", "background=mediapipe", "--set", "max_references=2"])
+    assert code == 0
+    table = json.loads((tmp_path / "metrics.json").read_text())
+    rows = table["rows"]
+    assert [r["reference"] for r in rows][-1] == "mean" and len(rows) == 3  # 2 held-out references + the mean
+    for row in rows:
+        assert all(np.isfinite(row[m]) and abs(row[m]) <= 100 + 1e-3 for m in ("clip_i", "clip_t", "ap_clip_i"))
+    assert rows[0]["images"] == 4 and len(list((tmp_path / "images").glob("*.png"))) == 8
+    assert "not computed" in table["face_similarity"] and 0 <= table["person_found"] <= 1  # tiny-model noise: 0
+    assert (tmp_path / "metrics.csv").read_text().startswith("reference,clip_i,clip_t,ap_clip_i,images")
+    assert "| mean |" in (tmp_path / "metrics.md").read_text()
+    from PIL import Image
+    assert Image.open(tmp_path / "grid.png").size == (64 * 3, 96 * 2)  # reference + one image per prompt, per reference
+
+
+def test_metric_definitions_on_known_images(setup):
+    """CLIP-I of an image with itself is 100; the white threshold keeps the figure and removes a
+    background, so a figure on two backgrounds scores 100 once both are removed."""
+    from train.evaluate import Clip, on_white_where, white_mask
+
+    _, _, clip_path, _ = setup
+    clip = Clip(str(clip_path), "cpu")
+    figure = np.full((96, 64, 3), 255, np.uint8)
+    figure[20:80, 20:44] = (180, 40, 40)
+    mask = white_mask(figure, 240)
+    assert mask[50, 30] == 255 and mask[5, 5] == 0
+    scenes = [np.where(mask[..., None] > 0, figure, np.uint8(colour)) for colour in ((30, 120, 200), (20, 200, 60))]
+    kept = clip.images([on_white_where(s, mask) for s in scenes])
+    raw = clip.images(scenes)
+    assert float(kept[0] @ kept[1]) == pytest.approx(1.0, abs=1e-5)
+    assert float(raw[0] @ raw[1]) < 0.9999
+
+
+def test_adapter_that_does_not_fit_the_base_stops_first(setup, tmp_path):
+    from train.models.tiny import build_tiny_base
+
+    data, adapter, clip, prompts = setup
+    sd15 = build_tiny_base(tmp_path / "sd15")  # cross-attention width 32, not the adapter's 64
+    code = main(["eval", "stage2", "--adapter", str(adapter), "--prompts", str(prompts), "--out", str(tmp_path / "o"),
+                 "--set", f"base={sd15}", "--set", f"clip_model={clip}"])
+    assert code == 2 and not (tmp_path / "o" / "images").exists()
+    assert main(["eval", "stage2", "--adapter", str(data / "base"), "--prompts", str(prompts),
+                 "--out", str(tmp_path / "p")]) == 2
