@@ -1,6 +1,8 @@
 """``pairforge demo``: the main job on the embedded default, end to end: procedural characters ->
 synthetic pairs -> composites on backgrounds -> router scenes -> captions (from the renders'
-metadata) -> contact sheets -> curation of the characters and of a few shipped photos -> inspection.
+metadata) -> a few steps of a tiny standardizer and router -> curation of the characters and of a
+few shipped photos -> real pairs from those photos with the tiny standardizer -> two Stage II
+(IP-Adapter) steps and one image from the saved adapter -> contact sheets -> inspection.
 The stages run on one runner, so on Ray they share its start-up and, where their resource
 asks match, its workers."""
 from __future__ import annotations
@@ -25,6 +27,8 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
              overrides: list[str] = ()) -> DemoResult:
     from curate.caption.config import CaptionConfig
     from ray_jobs.captioning import run_caption
+    from ray_jobs.pairs import demo_pairs
+    from ray_jobs.training import demo_stage2
     from ray_jobs.config import load_config
     from ray_jobs.jobs import (
         run_composite,
@@ -65,9 +69,12 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
     if options.runner == "ray":  # the rest needs no Ray: stop it meanwhile
         from ray_jobs.ray_runner import shutdown_in_background
         stopping = shutdown_in_background()
-    stage1_lines = demo_stage1(out, options.overwrite)
+    stage1_lines, checkpoint = demo_stage1(out, options.overwrite)
     router_lines = demo_router(out, options.overwrite) if "router" in summaries else []
     curation_lines = demo_curation(out, Path(characters_dir) if characters_dir else out / "characters")
+    pairs_lines, real_pairs = demo_pairs(out, checkpoint, out / "curated" / "photos", options.overwrite)
+    stage2_lines = demo_stage2(out / "stage2", out / "real-pairs", options.overwrite) if real_pairs else \
+        ["stage2: skipped: no real pair passed the gate"]
     scene_sheet = write_router_sheet(out / "router", out / "router_sheet.png") if "router" in summaries else "none"
     sheet = write_contact_sheet(out / "pairs", out / "contact_sheet.png")
     composite_sheet = write_composite_sheet(out / "pairs", out / "composited", out / "composite_sheet.png")
@@ -80,6 +87,8 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
              *stage1_lines,
              *router_lines,
              *curation_lines,
+             *pairs_lines,
+             *stage2_lines,
              f"inspect: {'OK' if report.ok else 'FAILED'} ({report.records} records); run `pairforge inspect {out}`"]
     if stopping is not None:
         stopping.join()
@@ -87,9 +96,10 @@ def run_demo(out: str | Path, options: RunOptions = RunOptions(), characters: in
     return DemoResult(ok=report.ok and not failed, lines=lines, summaries=summaries)
 
 
-def demo_stage1(out: Path, overwrite: bool = False) -> list[str]:
+def demo_stage1(out: Path, overwrite: bool = False) -> tuple[list[str], str]:
     """A few Stage I steps of a tiny standardizer (random base, 64x96) on the composites, then a
-    standardize pass over their first shard: the whole path in a few seconds, not a useful model."""
+    standardize pass over their first shard: the whole path in a few seconds, not a useful model.
+    Returns the summary lines and the final checkpoint."""
     from ray_jobs.config import load_config
     from ray_jobs.training import run_standardize, run_train_stage1
     from train.models.tiny import build_tiny_base
@@ -104,10 +114,11 @@ def demo_stage1(out: Path, overwrite: bool = False) -> list[str]:
                                                         "steps=4", "guidance_scale=1"])
     summary = run_standardize(standardize, out / "composited", out / "standardized",
                               RunOptions(runner="local", overwrite=overwrite, progress=False), first_shards=1)
-    losses = result["losses"] or [float("nan")]
-    return [f"stage I (tiny model, {result['step']} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}): "
+    losses = result["losses"]
+    loss = f"loss {losses[0]:.3f} -> {losses[-1]:.3f}" if losses else "already trained"
+    return [f"stage I (tiny model, {result['step']} steps, {loss}): "
             f"checkpoint {result['final']}, sample grid {result.get('grid', '-')}",
-            f"standardized: {summary.done} composites -> {out / 'standardized'}"]
+            f"standardized: {summary.done} composites -> {out / 'standardized'}"], str(result["final"])
 
 
 def demo_router(out: Path, overwrite: bool = False) -> list[str]:
@@ -123,9 +134,10 @@ def demo_router(out: Path, overwrite: bool = False) -> list[str]:
                                                        'image_encoder_subfolder=""', "steps=3", "checkpoint_every=3",
                                                        "validation_samples=2"])
     result = run_train_router(config, str(out / "router"), out / "router-train", overwrite=overwrite, progress=False)
-    losses = result["losses"] or [{"routing": float("nan")}]
-    return [f"router (tiny model, {result['step']} steps, routing loss {losses[0]['routing']:.3f} -> "
-            f"{losses[-1]['routing']:.3f}): checkpoint {result['final']}, routing-map figure {result.get('figure', '-')}"]
+    losses = result["losses"]
+    loss = f"routing loss {losses[0]['routing']:.3f} -> {losses[-1]['routing']:.3f}" if losses else "already trained"
+    return [f"router (tiny model, {result['step']} steps, {loss}): checkpoint {result['final']}, "
+            f"routing-map figure {result.get('figure', '-')}"]
 
 
 def _shipped_photos(folder: Path) -> Path:

@@ -113,24 +113,24 @@ def tiny_standardizer(folder: Path, resolution: tuple[int, int] = (64, 96), char
     return build_tiny_standardizer(checkpoint, np.round(pose, 2).tolist(), resolution)
 
 
-def demo_pairs(out: Path, checkpoint: str, photos_dir: Path, overwrite: bool = False) -> list[str]:
+def demo_pairs(out: Path, checkpoint: str, photos_dir: Path, overwrite: bool = False) -> tuple[list[str], int]:
     """``pairs`` over the demo's curated photos with its tiny standardizer and a tiny Qwen2-VL
-    (random weights: the path, not a useful model), in-process. The gate runs with the settings
-    of configs/pairs-tiny.yaml: the tiny model draws noise, so the face and pose checks are off and
-    the foreground and identity thresholds are relaxed; the line says so."""
+    (random weights: the path, not a useful model), in-process, into OUT/real-pairs. The gate runs
+    with the settings of configs/pairs-tiny.yaml: the tiny model draws noise, so the face and pose
+    checks are off and the foreground and identity thresholds are relaxed; the line says so.
+    Returns the summary lines and the number of pairs written."""
     from curate.caption.tiny import build_tiny_qwen2vl
     from pairs.build import PairsConfig
 
-    qwen = out / "pairs" / "tiny-qwen2vl"
+    qwen, pairs_out = out / "real-pairs-captioner", out / "real-pairs"
     if not (qwen / "config.json").exists():
         build_tiny_qwen2vl(qwen)
     config = load_config(PairsConfig, "pairs-tiny", [f"standardize.checkpoint={checkpoint}",
                                                      f"caption.model={qwen}"])
-    summary = run_pairs(config, photos_dir, out / "pairs" / "real",
-                        RunOptions(runner="local", overwrite=overwrite, progress=False))
+    summary = run_pairs(config, photos_dir, pairs_out, RunOptions(runner="local", overwrite=overwrite, progress=False))
     reasons = ", ".join(f"{n} {reason}" for reason, n in summary.reasons.most_common()) or "none"
     gate = config.gate
     return [f"real pairs (tiny standardizer, tiny Qwen2-VL captions): {summary.done} pairs, {summary.rejected} "
-            f"rejected ({reasons}) -> {out / 'pairs' / 'real'}; gate relaxed for the tiny model's noise: checks "
+            f"rejected ({reasons}) -> {pairs_out}; gate relaxed for the tiny model's noise: checks "
             f"{', '.join(gate.checks)} (face and pose off), min_foreground={gate.min_foreground}, "
-            f"min_similarity={gate.min_similarity}"]
+            f"min_similarity={gate.min_similarity}"], summary.done

@@ -101,6 +101,43 @@ def test_photos_become_pairs_with_the_curated_bytes(made, uninterrupted, tiny_co
     assert again.shards_skipped == again.shards_total == 6
 
 
+def test_photos_to_pairs_to_two_stage2_steps_to_an_image_from_a_stock_pipeline(uninterrupted, tmp_path):
+    """Issue 18's whole path on tiny models: curated photos -> real pairs (above) -> two Stage II
+    steps that change only the adapter -> the saved adapter in a stock StableDiffusionXLPipeline
+    (load_ip_adapter) -> one image."""
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from PIL import Image
+
+    from ray_jobs.config import load_config
+    from tests.tools.stage2_data import frozen_tensors
+    from train.data.kinds import place
+    from train.models.personalizer import ADAPTER_FILE
+    from train.models.tiny import build_tiny_sdxl_pipeline
+    from train.stage2 import Stage2Config, Trainer
+
+    _, pairs = uninterrupted
+    base = build_tiny_sdxl_pipeline(tmp_path / "base")
+    config = load_config(Stage2Config, "stage2-tiny", [f"base={base}", f"image_encoder={base / 'ip_image_encoder'}",
+                                                       'image_encoder_subfolder=""', "steps=2", "batch_size=2",
+                                                       "validation_samples=0"])
+    trainer = Trainer(config, str(pairs), tmp_path / "run")
+    frozen, adapter = frozen_tensors(trainer), [p.detach().clone() for p in trainer.parameters]
+    batches = iter(trainer.loader)
+    assert all(np.isfinite(trainer.train_step(next(batches))) for _ in range(2))
+    after = frozen_tensors(trainer)
+    assert after.keys() == frozen.keys() and all(torch.equal(frozen[k], after[k]) for k in frozen)
+    assert all(not torch.equal(a, p) for a, p in zip(adapter, trainer.parameters))
+    final = trainer.save_final()
+    pipe = StableDiffusionXLPipeline.from_pretrained(base)
+    pipe.load_ip_adapter(str(final), subfolder="", weight_name=ADAPTER_FILE)
+    reference = next(iter_dataset(pairs))["ref.png"]
+    side = pipe.image_encoder.config.image_size
+    image = pipe("a person, smiling", ip_adapter_image=Image.fromarray(place(reference, (side, side), 255)), height=96,
+                 width=64, num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert image.shape == (96, 64, 3) and np.isfinite(image).all() and image.std() > 0
+
+
 @pytest.mark.timeout(300)
 def test_a_job_killed_at_a_random_point_resumes_to_the_same_records(made, uninterrupted, tiny_config, tiny_qwen2vl,
                                                                    tmp_path):
@@ -266,7 +303,8 @@ def test_the_demo_step_makes_pairs_and_says_the_gate_is_relaxed(made, tmp_path):
     from ray_jobs.pairs import demo_pairs
 
     root, checkpoint = made
-    (line,) = demo_pairs(tmp_path, str(checkpoint), root / "curated")
+    (line,), made_pairs = demo_pairs(tmp_path, str(checkpoint), root / "curated")
     kept = len(list(iter_dataset(root / "curated" / "photos")))
+    assert made_pairs == kept == len(list(iter_dataset(tmp_path / "real-pairs")))
     assert line.startswith(f"real pairs (tiny standardizer, tiny Qwen2-VL captions): {kept} pairs, 0 rejected")
     assert "gate relaxed for the tiny model's noise: checks foreground, identity (face and pose off)" in line

@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from ray_jobs.cli import main
 from ray_jobs.config import ConfigError
 from ray_jobs.training import run_train_stage2
-from tests.tools.stage2_data import make_stage2_data, tiny_stage2_config
+from tests.tools.stage2_data import frozen_tensors, make_stage2_data, tiny_stage2_config
 
 pytestmark = pytest.mark.slow
 BUCKETS = "buckets=[[80, 80], [96, 64]]"  # beside 64x96: the test photos are 80x120, 96x96 and 120x80
@@ -45,14 +45,6 @@ def test_bucket_decoder_sets_size_and_crop_conditioning():
         assert sample["target"].shape == (3, bucket[1], bucket[0]) and sample["ref"].shape == (3, 64, 64)
         # SDXL's add_time_ids: original (h, w), crop (top, left) in the resized photo, target (h, w)
         assert sample["time_ids"].tolist() == [h, w, *crop, bucket[1], bucket[0]], (w, h)
-
-
-def frozen_tensors(trainer) -> dict:
-    adapter = {id(p) for p in trainer.parameters}
-    modules = {"unet": trainer.unet, "vae": trainer.frozen.vae, "text_encoder": trainer.frozen.text_encoder,
-               "text_encoder_2": trainer.frozen.text_encoder_2, "image_encoder": trainer.frozen.image_encoder}
-    return {f"{m}.{name}": t.detach().clone() for m, module in modules.items()
-            for name, t in [*module.named_parameters(), *module.named_buffers()] if id(t) not in adapter}
 
 
 def test_only_the_adapter_trains_and_a_stock_pipeline_loads_it(data, tmp_path):

@@ -106,7 +106,11 @@ def load_pipeline(adapter: Path, identity: dict, base: str, device):
     from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
+    from diffusers.utils import logging as diffusers_logging
+    from huggingface_hub.utils import are_progress_bars_disabled
+
     from train.models.personalizer import ADAPTER_FILE, check_adapter_file
+    from train.models.personalizer.model import loader_warning_silenced
 
     revision = identity.get("revision") or None
     own_encoder = (adapter / "image_encoder").is_dir()
@@ -115,10 +119,13 @@ def load_pipeline(adapter: Path, identity: dict, base: str, device):
     clip_width = CLIPVisionConfig.from_pretrained(encoder[0], subfolder=encoder[1]).hidden_size
     check_adapter_file(adapter / ADAPTER_FILE, UNet2DConditionModel.load_config(base, subfolder="unet", revision=revision),
                        clip_width, f"--adapter {adapter} on base {base}")
+    if are_progress_bars_disabled():  # diffusers' own bars follow the hub's switch (--quiet sets it)
+        diffusers_logging.disable_progress_bar()
     pipe = StableDiffusionXLPipeline.from_pretrained(base, revision=revision)
     if not own_encoder:
         pipe.register_modules(image_encoder=CLIPVisionModelWithProjection.from_pretrained(encoder[0], subfolder=encoder[1]))
-    pipe.load_ip_adapter(str(adapter), subfolder="", weight_name=ADAPTER_FILE)
+    with loader_warning_silenced():
+        pipe.load_ip_adapter(str(adapter), subfolder="", weight_name=ADAPTER_FILE)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(torch.device(device))

@@ -40,6 +40,18 @@ def test_demo_writes_valid_shards_and_a_contact_sheet(demo_out, capsys):
     assert all(len(s) == 1 for s in stds.values())  # one standardized render per character
 
 
+def test_demo_ends_with_real_pairs_and_an_image_from_its_stage2_adapter(demo_out):
+    from PIL import Image
+
+    from train.models.personalizer import ADAPTER_FILE
+
+    pairs = inspect_dataset(demo_out / "real-pairs")
+    assert pairs.ok and pairs.records >= 1 and set(pairs.schemas) == {"real_pair/1"}
+    assert (demo_out / "stage2" / "run" / "final" / ADAPTER_FILE).exists()
+    with Image.open(demo_out / "stage2" / "generated.png") as image:
+        assert image.size == (64, 96) and image.mode == "RGB"
+
+
 @pytest.mark.slow
 def test_rerun_skips_complete_shards_and_reproduces_bytes(demo_out, tmp_path, capsys):
     before = {p.name: p.read_bytes() for p in (demo_out / "pairs").glob("*.tar")}

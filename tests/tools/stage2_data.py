@@ -31,3 +31,12 @@ def tiny_stage2_config(data: Path, *overrides: str):
 
     return load_config(Stage2Config, "stage2-tiny", [f"base={data / 'base'}", f"image_encoder={data / 'base' / 'ip_image_encoder'}",
                                                      'image_encoder_subfolder=""', *overrides])
+
+
+def frozen_tensors(trainer) -> dict:
+    """Copies of every tensor of a Stage II trainer's models that is not an adapter parameter."""
+    adapter = {id(p) for p in trainer.parameters}
+    modules = {"unet": trainer.unet, "vae": trainer.frozen.vae, "text_encoder": trainer.frozen.text_encoder,
+               "text_encoder_2": trainer.frozen.text_encoder_2, "image_encoder": trainer.frozen.image_encoder}
+    return {f"{m}.{name}": t.detach().clone() for m, module in modules.items()
+            for name, t in [*module.named_parameters(), *module.named_buffers()] if id(t) not in adapter}

@@ -8,7 +8,9 @@ adapter's projection comes from torch's current seed; its to_k_ip/to_v_ip start 
 layer's to_k/to_v (the reference training scripts' initialisation)."""
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 
 from train.models.personalizer.layout import (ADAPTER_FILE, FORMAT, IDENTITY_FILE, MODEL_NAME, check_fits,
@@ -73,10 +75,24 @@ def read_adapter(file: str | Path) -> dict:
     return state
 
 
+@contextlib.contextmanager
+def loader_warning_silenced():
+    """diffusers' IP-Adapter loader casts the UNet to its own dtype and so warns that "modules ...
+    should be kept in float32: []" (an empty list: nothing to keep); hide that one logger meanwhile."""
+    logger = logging.getLogger("diffusers.models.modeling_utils")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def install(unet, state: dict) -> list:
     """Load ``state`` into ``unet`` as load_ip_adapter does; freeze the UNet and return the adapter's
     parameters (projection, then to_k_ip/to_v_ip per layer), the only ones that train."""
-    unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
+    with loader_warning_silenced():
+        unet._load_ip_adapter_weights([state], low_cpu_mem_usage=False)
     unet.requires_grad_(False)
     modules = [unet.encoder_hid_proj] + [unet.attn_processors[name] for name in cross_attention_layers(unet)]
     for module in modules:
