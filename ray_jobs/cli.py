@@ -218,7 +218,8 @@ def cmd_segment(args) -> int:
     from train.segment import segment
 
     try:
-        paths = segment(args.router, args.image, args.subjects, args.out, device=args.device, timestep=args.timestep)
+        paths = segment(args.router, args.image, args.subjects, args.out, device=args.device, timestep=args.timestep,
+                        overrides=args.set)
     except (CheckpointError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -525,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--out", required=True)
     segment.add_argument("--timestep", type=int, help="noise level of the maps (default: the checkpoint's)")
     segment.add_argument("--device", help="default: cuda if available, else cpu")
+    segment.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="where the checkpoint's frozen parts are now: base=DIR, image_encoder=DIR")
     segment.set_defaults(run=cmd_segment)
 
     standardize = sub.add_parser("standardize", help="run a trained standardizer over pairs -> standardized shards")

@@ -122,14 +122,15 @@ def demo_stage1(out: Path, overwrite: bool = False) -> tuple[list[str], str]:
 
 
 def demo_router(out: Path, overwrite: bool = False) -> list[str]:
-    """A few router steps of a tiny SDXL-shaped model (random base, 64x96) on the router scenes, and
-    the routing-map figure (the paper's Figure 4 layout) of a held-out scene: the path, not a useful model."""
+    """A few router steps of a tiny SDXL-shaped model (a random UNet, a VAE fitted to keep the picture;
+    64x96) on the router scenes, and the routing-map figure (the paper's Figure 4 layout) of a
+    held-out scene: the path, not a useful model."""
     from ray_jobs.config import load_config
     from ray_jobs.training import run_train_router
-    from train.models.tiny import build_tiny_sdxl_base
+    from train.models.tiny import build_tiny_router_base
     from train.router import RouterConfig
 
-    base = build_tiny_sdxl_base(out / "router-train" / "tiny-base")
+    base = build_tiny_router_base(out / "router-train" / "tiny-base")
     config = load_config(RouterConfig, "router-tiny", [f"base={base}", f"image_encoder={base / 'image_encoder'}",
                                                        'image_encoder_subfolder=""', "steps=3", "checkpoint_every=3",
                                                        "validation_samples=2"])

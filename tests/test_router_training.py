@@ -1,9 +1,11 @@
 """Router training (train/router.py) and segmentation (train/segment.py) on the tiny SDXL-shaped base
 and router scenes made by the project's own jobs: a run saved at step 2 and resumed gives, at step
-4, the same router as one never stopped; a short training beats a layout-blind baseline at
-reference-prompted segmentation of held-out scenes; records whose mask count does not match their
-subjects, or whose masks overlap, are skipped by the loader with their reason and training goes on;
-`pairforge segment` writes one mask per subject; wrong inputs stop before any work."""
+4, the same router as one never stopped; a short training learns the masks of its training
+scenes (beating a layout-blind baseline on held-out scenes of unseen characters: not met yet);
+records whose mask count does not match their subjects, or whose masks overlap, are skipped by the
+loader with their reason and training goes on;
+`pairforge segment` writes one mask per subject, and names a moved base (`--set base=` points at
+it); wrong inputs stop before any work."""
 import dataclasses
 import io
 import json
@@ -56,7 +58,7 @@ def test_resumed_run_equals_uninterrupted(data, trained, tmp_path):
     assert all(torch.equal(frozen_before[k], frozen_after[k]) for k in frozen_before)  # the subject encoder is frozen
 
 
-def test_figure_logs_and_segment_command(data, trained, tmp_path):
+def test_figure_logs_and_segment_command(data, trained, tmp_path, capsys):
     out, result = trained
     from train.segment import FIGURE_CELL
     figure = Image.open(result["figure"])
@@ -77,20 +79,67 @@ def test_figure_logs_and_segment_command(data, trained, tmp_path):
     assert not (masks[0] & masks[1]).any()  # each pixel goes to one route
     assert main(["segment", "--router", str(data / "base"), "--image", str(paths[0]), "--subjects", str(paths[1]),
                  "--out", str(tmp_path / "x")]) == 2
+    # the base moved: a clear error naming it, and --set pointing at where it is now
+    moved = tmp_path / "checkpoint"
+    shutil.copytree(out / "final", moved)
+    identity = json.loads((moved / "router.json").read_text())
+    gone = tmp_path / "old-place" / "base"
+    (moved / "router.json").write_text(json.dumps({**identity, "base": str(gone), "image_encoder": str(gone / "image_encoder")}))
+    segment_moved = ["segment", "--router", str(moved), "--image", str(paths[0]), "--subjects", str(paths[1]),
+                     "--out", str(tmp_path / "moved-masks"), "--device", "cpu"]
+    assert main(segment_moved) == 2
+    assert f"frozen base {gone} is gone" in capsys.readouterr().err
+    assert main([*segment_moved, "--set", f"base={data / 'base'}", "--set", f"image_encoder={data / 'base' / 'image_encoder'}"]) == 0
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet: after 100-300 steps (64x96 and 128x192, lambda 0.1 to 10) the "
-                   "tiny router stays at the predict-background solution: held-out IoU 0.000 vs 0.146 layout-blind")
-def test_short_training_beats_a_layout_blind_baseline(data, tmp_path):
+@pytest.fixture(scope="module")
+def short_run(data, tmp_path_factory):
+    """150 steps at 128x192 (at 64x96 a perfect router's maps score only 0.28 held-out IoU against
+    the baseline's 0.15: the layers' grids are 12x8 and 6x4; at 128x192 0.64), t in [0, 500)
+    (train/router.py's docstring), routing loss weighted up so that the random UNet's diffusion
+    gradient does not drown it; then the router's mean IoU and the layout-blind baseline's on the
+    training scenes and on the held-out (split=test) ones."""
+    from train.models.router import Conditioning, load_checkpoint
+    from train.router import dataset, make_decoder
+    from train.segment import Evaluation, layout_blind_masks
+    from train.data import ShardStream
+
+    out = tmp_path_factory.mktemp("short")
+    config = tiny_router_config(data, "resolution=[128, 192]", "steps=150", "checkpoint_every=150",
+                                "validation_samples=16", "reference_net=false", "learning_rate=0.01",
+                                "routing_weight=10", "max_grad_norm=100", "timesteps=[0, 500]", "batch_size=8",
+                                "log_every=50")
+    result = run_train_router(config, str(data / "router"), out, progress=False)
+    decoder = make_decoder(config, normalize=True)
+    train = dataset(data / "router", split="train")
+    scenes = list(ShardStream(train, decoder, batch_size=1).samples(epoch=0))
+    model, frozen, _ = load_checkpoint(out / "final")
+    model.eval()
+    fitted = Evaluation(scenes, layout_blind_masks(train, decoder), config).ious(model, frozen, Conditioning(frozen, "cpu"))
+    return result, fitted
+
+
+def test_short_training_learns_the_masks_of_its_training_scenes(short_run):
+    """The routing maps learn the instance masks of the scenes trained on. Measured 2026-12-02:
+    mean IoU 0.24 after 150 steps (layout-blind baseline 0.285 on these scenes), the same with the
+    SDXL Euler scheduler's add_noise and with DDPM's forward process (now used); with the random-VAE
+    base (build_tiny_sdxl_base) it stayed at 0.00-0.03 after 300 steps."""
+    _, (router, baseline) = short_run
+    assert router > 0.15, (router, baseline)
+
+
+@pytest.mark.xfail(strict=True, reason="not met yet: the router does not generalise from the 3 training "
+                   "characters to the held-out (unseen) ones: held-out IoU 0.04 vs 0.146 layout-blind")
+def test_short_training_beats_a_layout_blind_baseline(short_run):
     """Held-out mean IoU of the router's masks (segment's argmax over routes at t=200) against the
-    layout-blind baseline (each slot's mean training mask, thresholded at half its maximum).
-    Measured 2026-12-02 on this data: router 0.000, baseline 0.146 (the routing loss falls from
-    0.110 to ~0.075, but the maps stay below the background's everywhere; also with the coarse maps
-    supervised). strict: a pass is reported."""
-    config = tiny_router_config(data, "steps=100", "checkpoint_every=100", "validation_samples=16",
-                                "reference_net=false", "learning_rate=0.003", "routing_weight=10",
-                                "max_grad_norm=100", "log_every=20")
-    result = run_train_router(config, str(data / "router"), tmp_path, progress=False)
+    layout-blind baseline (each slot's mean training mask, thresholded at half its maximum), on the
+    split=test scenes, whose characters no training scene holds. Measured 2026-12-02: router 0.041
+    after 150 steps with DDPM's forward process (0.110 with the Euler scheduler's x + sigma eps,
+    which the UNet was not trained on; 0.099 / 0.097 / 0.084 after 200 / 300 / 400), baseline 0.146; for scale, a
+    perfect router's maps score 0.64 and the true foreground given to every subject 0.41. The same
+    run's IoU on its training scenes rises to 0.33: the router learns its 3 training characters
+    but not a matching that carries to unseen ones. strict: a pass is reported."""
+    result, _ = short_run
     assert result["iou"] > result["iou_layout_blind"] + 0.05, (result["iou"], result["iou_layout_blind"])
 
 

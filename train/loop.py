@@ -1,8 +1,10 @@
-"""What the trainers (Stage I, the router) share around their own model and loss: the device and
-mixed precision, one optimizer step, and checkpoints written whole (a scratch folder renamed into
-place, the oldest pruned) and found again for resume. torch is imported inside the functions."""
+"""What the trainers (Stage I, Stage II, the router) share around their own model and loss: the
+device and mixed precision, one optimizer step, checkpoints written whole (a scratch folder renamed
+into place, the oldest pruned) and found again for resume, and the training loop itself. torch is
+imported inside the functions."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -57,3 +59,53 @@ def write_checkpoint(folder: Path, write_model, training_state: dict | None, kee
     for old in sorted(folder.parent.glob("step-*"))[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def run_steps(trainer, config, out: Path, rank: int, world_size: int, validate, report=None, progress: bool = False,
+              reported: tuple = ()) -> dict:
+    """The loop every trainer runs: ``trainer.train_step`` over ``trainer.loader`` to
+    ``config.steps``, losses to TensorBoard (OUT/logs, rank 0) and the console, ``validate(step,
+    writer)`` (rank 0, every ``validate_every`` steps and at the end; returns figures, None where it
+    has nothing to do), a checkpoint every ``checkpoint_every`` steps with ``report(metrics)`` on
+    every rank (Ray Train's ``ray.train.report``: the losses and the figures named in ``reported``),
+    the keys each rank read (OUT/ranks/rank-R.json), and OUT/final from ``trainer.save_final()``.
+    A step's loss is a float or a dict of named floats. Returns the run's figures."""
+    import time
+
+    writer = None
+    if rank == 0:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "logs"))
+    start_step, started, losses, figures = trainer.step, time.perf_counter(), [], {}
+    for batch in trainer.loader:
+        if trainer.step >= config.steps:
+            break
+        losses.append(trainer.train_step(batch))
+        step = trainer.step
+        named = losses[-1] if isinstance(losses[-1], dict) else {"loss": losses[-1]}
+        if rank == 0 and step % config.log_every == 0:
+            for name, value in named.items():
+                writer.add_scalar(f"train/{name}", value, step)
+            if progress:
+                print(f"step {step}/{config.steps} " + " ".join(f"{k} {v:.4f}" for k, v in named.items()), flush=True)
+        last = step == config.steps
+        if rank == 0 and ((config.validate_every and step % config.validate_every == 0) or last):
+            figures = validate(step, writer) or figures
+        if step % config.checkpoint_every == 0 or last:
+            if rank == 0:
+                figures["checkpoint"] = str(trainer.save())
+            if report is not None:
+                report({"step": step, **named, **{k: v for k, v in figures.items() if k in reported}})
+    seconds = time.perf_counter() - started
+    steps = trainer.step - start_step
+    problems = trainer.stream.problems
+    (out / "ranks").mkdir(parents=True, exist_ok=True)
+    (out / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world_size,
+                                                                 "keys": trainer.keys_read, "problems": problems}))
+    result = {"rank": rank, "step": trainer.step, "steps_run": steps, "losses": losses,
+              "samples_per_s": steps * config.batch_size / seconds if steps else 0.0, "problems": len(problems),
+              **figures}
+    if rank == 0:
+        result["final"] = str(trainer.save_final())
+        writer.close()
+    return result

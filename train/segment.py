@@ -30,7 +30,7 @@ def routed_forward(model, frozen, conditioning, b: dict, timestep: int, seed: in
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     t = torch.full((latents.shape[0],), timestep, device=latents.device, dtype=torch.long)
     conditions = conditioning(b, model.reference_unet is not None)
-    model(frozen.scheduler.add_noise(latents, noise, t), t, **conditions)
+    model(frozen.forward_process.add_noise(latents, noise, t), t, **conditions)
     return tuple(latents.shape[-2:])
 
 
@@ -193,17 +193,17 @@ class Evaluation:
 
 
 def segment(router: str | Path, image: str | Path, subjects: list, out: str | Path, device: str | None = None,
-            timestep: int | None = None, seed: int = 0) -> list[str]:
+            timestep: int | None = None, seed: int = 0, overrides=()) -> list[str]:
     """``pairforge segment``: one mask PNG per subject (OUT/mask-<i>.png, 255 = the subject) for
     ``image``, at the image's own size; returns their paths. Subject images with alpha are put on
-    white, as the router's references are."""
+    white, as the router's references are. ``overrides`` ("base=DIR", ...) point at a moved base."""
     import torch
     from PIL import Image
 
     from train.data.kinds import fit_box, on_white, place
     from train.models.router import Conditioning, load_checkpoint
 
-    model, frozen, identity = load_checkpoint(router)
+    model, frozen, identity = load_checkpoint(router, overrides)
     if not 1 <= len(subjects) <= identity["max_subjects"]:
         raise ValueError(f"{len(subjects)} subjects; this router takes 1 to {identity['max_subjects']}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ import numpy as np
 
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
-from train.loop import latest_checkpoint, optimizer_step, training_device, write_checkpoint
+from train.loop import latest_checkpoint, optimizer_step, run_steps, training_device, write_checkpoint
 from train.data.kinds import fit_keypoints
 from train.models.standardizer.layout import check_resolution
 
@@ -183,9 +182,9 @@ class Trainer:
             from diffusers.training_utils import EMAModel
             self.ema = EMAModel(self.parameters, decay=config.ema_decay)
         decoder = make_decoder(config, self.shards.kind)
-        stream = ShardStream(self.shards, decoder, config.batch_size, rank=rank, world_size=world_size,
-                             seed=config.seed, resampled=True)
-        self.loader = ShardLoader(stream, num_workers=config.num_workers)
+        self.stream = ShardStream(self.shards, decoder, config.batch_size, rank=rank, world_size=world_size,
+                                  seed=config.seed, resampled=True)
+        self.loader = ShardLoader(self.stream, num_workers=config.num_workers)
         self.step = 0
         if resume is not None:
             state = torch.load(resume / "training_state.pt", map_location=self.device, weights_only=True)
@@ -295,44 +294,17 @@ class Trainer:
 
 def train(config: Stage1Config, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,
           progress: bool = False) -> dict:
-    """Train (or resume) to ``config.steps``; returns the run's figures. ``report(metrics)`` is
-    called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
+    """Train (or resume) to ``config.steps`` in train.loop's loop; returns the run's figures.
+    ``report(metrics)`` is called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
     out = Path(out)
     trainer = Trainer(config, data, out, rank, world_size, device)
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out / "logs"))
-    start_step, started, losses, figures = trainer.step, time.perf_counter(), [], {}
-    for batch in trainer.loader:
-        if trainer.step >= config.steps:
-            break
-        losses.append(trainer.train_step(batch))
-        step = trainer.step
-        if writer is not None and step % config.log_every == 0:
-            writer.add_scalar("train/loss", losses[-1], step)
-        if progress and rank == 0 and step % config.log_every == 0:
-            print(f"step {step}/{config.steps} loss {losses[-1]:.4f}", flush=True)
-        last = step == config.steps
-        if rank == 0 and ((config.validate_every and step % config.validate_every == 0) or last):
-            figures = trainer.validate()
-            if writer is not None and figures:
-                writer.add_scalar("val/psnr", figures["psnr"], step)
-                writer.add_scalar("val/ssim", figures["ssim"], step)
-        if step % config.checkpoint_every == 0 or last:
-            if rank == 0:
-                figures["checkpoint"] = str(trainer.save())
-            if report is not None:
-                report({"step": step, "loss": losses[-1], **{k: v for k, v in figures.items() if k in ("psnr", "ssim")}})
-    seconds = time.perf_counter() - started
-    steps = trainer.step - start_step
-    (out / "ranks").mkdir(parents=True, exist_ok=True)
-    (out / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world_size,
-                                                                 "keys": trainer.keys_read}))
-    result = {"rank": rank, "step": trainer.step, "steps_run": steps, "losses": losses,
-              "samples_per_s": steps * config.batch_size / seconds if steps else 0.0,
-              "frozen_unused": len(trainer.frozen_unused), **figures}
-    if rank == 0:
-        result["final"] = str(trainer.save_final())
-        writer.close()
-    return result
+
+    def validate(step, writer):
+        figures = trainer.validate()
+        if figures:
+            writer.add_scalar("val/psnr", figures["psnr"], step)
+            writer.add_scalar("val/ssim", figures["ssim"], step)
+        return figures
+
+    result = run_steps(trainer, config, out, rank, world_size, validate, report, progress, reported=("psnr", "ssim"))
+    return {**result, "frozen_unused": len(trainer.frozen_unused)}

@@ -31,7 +31,6 @@ import json
 import logging
 import math
 import shutil
-import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +41,7 @@ from PIL import Image
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, to_model
 from train.data.kinds import Decoder, place
-from train.loop import apply_gradients, latest_checkpoint, training_device, write_checkpoint
+from train.loop import apply_gradients, latest_checkpoint, run_steps, training_device, write_checkpoint
 
 log = logging.getLogger(__name__)
 KIND = "real_pair"
@@ -208,7 +207,7 @@ class Trainer:
 
     def __init__(self, config: Stage2Config, data, out, rank: int = 0, world_size: int = 1, device=None):
         import torch
-        from diffusers import DDPMScheduler, UNet2DConditionModel
+        from diffusers import UNet2DConditionModel
 
         from train.models.personalizer import ADAPTER_FILE, install, new_adapter, read_adapter
         from train.models.router import load_frozen_parts
@@ -220,9 +219,6 @@ class Trainer:
         revision = config.revision or None
         self.frozen = load_frozen_parts(config.base, config.image_encoder, config.image_encoder_subfolder,
                                         revision).to(self.device)
-        # the forward process for training is DDPM's on the base's schedule (sqrt(a) x + sqrt(1-a) eps), as the
-        # SDXL training scripts have it; SDXL's Euler scheduler's add_noise is x + sigma eps, for its sampler
-        self.noise_scheduler = DDPMScheduler.from_config(self.frozen.scheduler.config)
         self.unet = UNet2DConditionModel.from_pretrained(config.base, subfolder="unet", revision=revision)
         resume = latest_checkpoint(self.out)
         if resume is not None:
@@ -281,7 +277,7 @@ class Trainer:
         drop_image = [d < c.image_drop or c.image_drop + c.text_drop <= d < c.image_drop + c.text_drop + c.both_drop
                       for d in draw]
         drop_text = [c.image_drop <= d < c.image_drop + c.text_drop + c.both_drop for d in draw]
-        scheduler = self.noise_scheduler
+        scheduler = self.frozen.forward_process
         with torch.no_grad():
             latents = self.frozen.vae.encode(b["target"]).latent_dist.sample(generator) * self.frozen.vae.config.scaling_factor
             text, pooled = encode_text(self.frozen, ["" if d else t for d, t in zip(drop_text, b["caption"])], self.device)
@@ -395,45 +391,16 @@ def held_out(data, decoder, limit: int) -> list[dict]:
 
 def train(config: Stage2Config, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,
           progress: bool = False) -> dict:
-    """Train (or resume) to ``config.steps``; returns the run's figures. ``report(metrics)`` is
-    called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
+    """Train (or resume) to ``config.steps`` in train.loop's loop; returns the run's figures.
+    ``report(metrics)`` is called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
     out = Path(out)
     trainer = Trainer(config, data, out, rank, world_size, device)
-    writer = None
-    if rank == 0:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(out / "logs"))
-    start_step, started, losses, figures = trainer.step, time.perf_counter(), [], {}
-    for batch in trainer.loader:
-        if trainer.step >= config.steps:
-            break
-        losses.append(trainer.train_step(batch))
-        step = trainer.step
-        if writer is not None and step % config.log_every == 0:
-            writer.add_scalar("train/loss", losses[-1], step)
-        if progress and rank == 0 and step % config.log_every == 0:
-            print(f"step {step}/{config.steps} loss {losses[-1]:.4f}", flush=True)
-        last = step == config.steps
-        if rank == 0 and ((config.validate_every and step % config.validate_every == 0) or last):
-            figures = trainer.validate()
-            if writer is not None and figures:
-                writer.add_image("val/reference_generated_target", np.asarray(Image.open(figures["grid"])), step,
-                                 dataformats="HWC")
-        if step % config.checkpoint_every == 0 or last:
-            if rank == 0:
-                figures["checkpoint"] = str(trainer.save())
-            if report is not None:
-                report({"step": step, "loss": losses[-1]})
-    seconds = time.perf_counter() - started
-    steps = trainer.step - start_step
-    (out / "ranks").mkdir(parents=True, exist_ok=True)
-    (out / "ranks" / f"rank-{rank}.json").write_text(json.dumps({"rank": rank, "world_size": world_size,
-                                                                 "keys": trainer.keys_read,
-                                                                 "problems": trainer.stream.problems}))
-    result = {"rank": rank, "step": trainer.step, "steps_run": steps, "losses": losses,
-              "samples_per_s": steps * config.batch_size / seconds if steps else 0.0,
-              "problems": len(trainer.stream.problems), **figures}
-    if rank == 0:
-        result["final"] = str(trainer.save_final())
-        writer.close()
-    return result
+
+    def validate(step, writer):
+        figures = trainer.validate()
+        if figures:
+            writer.add_image("val/reference_generated_target", np.asarray(Image.open(figures["grid"])), step,
+                             dataformats="HWC")
+        return figures
+
+    return run_steps(trainer, config, out, rank, world_size, validate, report, progress)

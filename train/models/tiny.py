@@ -144,7 +144,7 @@ def build_tiny_router_base(path: str | Path, seed: int = 0, fit_steps: int = 150
     std 0.5), so a tiny router stayed at all-background. Here the encoder is fitted (``fit_steps``
     of Adam on seeded pictures of colour boxes, a few seconds) to put each 8x8 cell's mean colour
     and contrast in the 4 latent channels with a posterior std of ~0.02 (the read-out then explains
-    ~85 %), and ``scaling_factor`` is set to 1 / the std of its latents, SD's rule. The decoder
+    80 %), and ``scaling_factor`` is set to 1 / the std of its latents, SD's rule. The decoder
     stays random (nothing the router does decodes)."""
     import torch
     import torch.nn.functional as F

@@ -50,6 +50,27 @@ def read_identity(path: str | Path) -> dict:
     return identity
 
 
+MOVABLE = ("base", "image_encoder", "image_encoder_subfolder")  # read from elsewhere, not stored in the checkpoint
+
+
+def resolve_identity(path: str | Path, overrides=()) -> dict:
+    """``read_identity`` with ``overrides`` ("base=DIR", ...: where the frozen parts are now) applied;
+    CheckpointError naming a frozen part whose recorded folder is gone, and the override to give."""
+    identity = read_identity(path)
+    for item in overrides:
+        key, equals, value = item.partition("=")
+        if not equals or key not in MOVABLE:
+            raise CheckpointError(f"--set {item}: give KEY=VALUE with KEY one of {', '.join(MOVABLE)}")
+        identity[key] = value
+    for key in ("base", "image_encoder"):
+        where = Path(identity[key])
+        if where.is_absolute() and not where.exists():
+            raise CheckpointError(f"--router {path}: its frozen {key} {where} is gone (a checkpoint stores only "
+                                  f"router/ and subject_encoder/ and reads the rest from there); point at where it "
+                                  f"is now with --set {key}=DIR")
+    return identity
+
+
 def weights_hash(folder: str | Path) -> str:
     """sha256 (16 hex) of the router's and subject encoder's weight files."""
     digest = hashlib.sha256()

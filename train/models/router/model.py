@@ -19,7 +19,10 @@ from train.models.standardizer.modules import grid_of, parameter_key
 
 @dataclass
 class FrozenParts:
-    """What the router uses but never trains, besides the UNets: VAE, text encoders, CLIP vision, noise schedule."""
+    """What the router uses but never trains, besides the UNets: VAE, text encoders, CLIP vision, the
+    base's sampler (``scheduler``, SDXL's Euler) and its training forward process (``forward_process``:
+    DDPM's sqrt(a) x + sqrt(1 - a) eps on the same schedule, what the UNet was trained on; Euler's
+    add_noise is x + sigma eps, an input that only its sampler's scaling makes right)."""
     vae: object
     text_encoder: object
     text_encoder_2: object
@@ -27,6 +30,7 @@ class FrozenParts:
     tokenizer_2: object
     image_encoder: object
     scheduler: object
+    forward_process: object
 
     def to(self, device) -> "FrozenParts":
         for module in (self.vae, self.text_encoder, self.text_encoder_2, self.image_encoder):
@@ -35,9 +39,10 @@ class FrozenParts:
 
 
 def load_frozen_parts(base: str, image_encoder: str, image_encoder_subfolder: str = "", revision: str | None = None):
-    from diffusers import AutoencoderKL, EulerDiscreteScheduler
+    from diffusers import AutoencoderKL, DDPMScheduler, EulerDiscreteScheduler
     from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer, CLIPVisionModelWithProjection
 
+    scheduler = EulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler", revision=revision)
     parts = FrozenParts(
         AutoencoderKL.from_pretrained(base, subfolder="vae", revision=revision),
         CLIPTextModel.from_pretrained(base, subfolder="text_encoder", revision=revision),
@@ -45,7 +50,7 @@ def load_frozen_parts(base: str, image_encoder: str, image_encoder_subfolder: st
         CLIPTokenizer.from_pretrained(base, subfolder="tokenizer", revision=revision),
         CLIPTokenizer.from_pretrained(base, subfolder="tokenizer_2", revision=revision),
         CLIPVisionModelWithProjection.from_pretrained(image_encoder, subfolder=image_encoder_subfolder),
-        EulerDiscreteScheduler.from_pretrained(base, subfolder="scheduler", revision=revision))
+        scheduler, DDPMScheduler.from_config(scheduler.config))
     for module in (parts.vae, parts.text_encoder, parts.text_encoder_2, parts.image_encoder):
         module.requires_grad_(False).eval()
     return parts
@@ -111,11 +116,12 @@ def save_checkpoint(path: str | Path, model, identity: dict) -> dict:
     return full
 
 
-def load_checkpoint(path: str | Path):
-    """(RoutedUNet, FrozenParts, identity) from a router checkpoint; CheckpointError if it is not one."""
+def load_checkpoint(path: str | Path, overrides=()):
+    """(RoutedUNet, FrozenParts, identity) from a router checkpoint; CheckpointError if it is not one
+    or its frozen base is gone. ``overrides``: "base=DIR" etc. where the frozen parts are now."""
     from diffusers import UNet2DConditionModel
 
-    identity = layout.read_identity(path)
+    identity = layout.resolve_identity(path, overrides)
     path, made, revision = Path(path), classes(), identity.get("revision") or None
     unet = UNet2DConditionModel.from_pretrained(identity["base"], subfolder="unet", revision=revision)
     reference_unet = None
