@@ -121,7 +121,9 @@ class OpencvDetector:
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         faces = self._faces.detectMultiScale(grey, scaleFactor=1.1, minNeighbors=6, minSize=(24, 24))
         boxes = [([float(x), float(y), float(x + w), float(y + h)], 1.0) for x, y, w, h in faces]
-        people, _ = self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8), scale=1.05)
+        window_w, window_h = self._hog.winSize
+        people = [] if width < window_w or height < window_h else \
+            self._hog.detectMultiScale(rgb, winStride=(8, 8), padding=(8, 8), scale=1.05)[0]  # smaller: it crashes
         mask = np.zeros((height, width), np.uint8)
         regions = [(x, y, x + w, y + h) for x, y, w, h in people]
         for (x0, y0, x1, y1), _ in boxes:  # a face implies a person below it: a head-and-shoulders box

@@ -52,7 +52,7 @@ def test_eval_writes_table_grid_and_images(setup, tmp_path):
         assert all(np.isfinite(row[m]) and abs(row[m]) <= 100 + 1e-3 for m in ("clip_i", "clip_t", "ap_clip_i"))
     assert rows[0]["images"] == 4 and len(list((tmp_path / "images").glob("*.png"))) == 8
     assert "not computed" in table["face_similarity"] and 0 <= table["person_found"] <= 1  # tiny-model noise: 0
-    assert (tmp_path / "metrics.csv").read_text().startswith("reference,clip_i,clip_t,ap_clip_i,images")
+    assert (tmp_path / "metrics.csv").read_text().startswith("reference,clip_i,clip_t,ap_clip_i,face_sim,images")
     assert "| mean |" in (tmp_path / "metrics.md").read_text()
     from PIL import Image
     assert Image.open(tmp_path / "grid.png").size == (64 * 3, 96 * 2)  # reference + one image per prompt, per reference
@@ -86,3 +86,49 @@ def test_adapter_that_does_not_fit_the_base_stops_first(setup, tmp_path):
     assert code == 2 and not (tmp_path / "o" / "images").exists()
     assert main(["eval", "stage2", "--adapter", str(data / "base"), "--prompts", str(prompts),
                  "--out", str(tmp_path / "p")]) == 2
+
+
+@pytest.fixture(scope="module")
+def face_model(tmp_path_factory):
+    """A tiny face-recognition network (112x112 RGB -> 16-d) exported to ONNX as insightface's
+    models are: the real onnxruntime path with random weights."""
+    import torch
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 3, 2, 1),
+                              torch.nn.Flatten(), torch.nn.Linear(8 * 28 * 28, 16))
+    path = tmp_path_factory.mktemp("face") / "face.onnx"
+    torch.onnx.export(net.eval(), (torch.randn(1, 3, 112, 112),), str(path), input_names=["input.1"],
+                      output_names=["embedding"], dynamic_axes={"input.1": {0: "batch"}}, dynamo=False)
+    return path
+
+
+def test_face_similarity_on_known_faces(face_model):
+    """The astronaut's face against itself scores 100, against the mirrored photo less; an image
+    with no face is not counted, and a reference without a face gives no figure."""
+    import skimage.data
+
+    from curate.people import make_detector
+    from train.evaluate import FaceEmbedder, face_similarity
+
+    detector = make_detector("mediapipe")
+    face_box = lambda rgb: detector.detect(rgb).face_box  # noqa: E731
+    faces, photo = FaceEmbedder(str(face_model)), skimage.data.astronaut()
+    same, found = face_similarity(faces, face_box, photo, [photo, skimage.data.coffee()], 0.2)
+    assert found == 1 and same == pytest.approx(100, abs=1e-3)
+    mirrored, found = face_similarity(faces, face_box, photo, [np.ascontiguousarray(photo[:, ::-1])], 0.2)
+    assert found == 1 and mirrored < 99.9
+    assert face_similarity(faces, face_box, skimage.data.coffee(), [photo], 0.2) == (None, 0)
+
+
+def test_eval_with_a_face_model_reports_face_sim(setup, face_model, tmp_path):
+    data, adapter, clip, prompts = setup
+    assert main(["eval", "stage2", "--adapter", str(adapter), "--prompts", str(prompts), "--out", str(tmp_path),
+                 "--set", f"clip_model={clip}", "--set", "images_per_prompt=1", "--set", "inference_steps=2",
+                 "--set", "resolution=[64, 96]", "--set", "background=white", "--set", "max_references=1",
+                 "--set", f"face_model={face_model}"]) == 0
+    table = json.loads((tmp_path / "metrics.json").read_text())
+    assert table["face_similarity"].startswith(f"{face_model}: faces found in ")  # tiny-model noise: likely none
+    assert "face_sim" in table["rows"][0] and "Face Sim." in (tmp_path / "metrics.md").read_text()
+    assert main(["eval", "stage2", "--adapter", str(adapter), "--prompts", str(prompts), "--out", str(tmp_path / "x"),
+                 "--set", f"clip_model={clip}", "--set", "face_model=/nowhere/w600k_r50.onnx"]) == 2

@@ -11,8 +11,13 @@ reference x prompt, scored as SerialGen §4.2 (Tables 1, 2 and 4) does, all as 1
 - AP-CLIP-I: per reference, CLIP-I between every pair of its generated images made from different
   prompts (background removed), averaged over pairs, then over references: appearance consistency
   across prompts;
-- Face Sim. (ArcFace cosine) needs a face-identity model; none ships offline, so it is reported as
-  not computed.
+- Face Sim.: the face-identity embeddings (an ArcFace ONNX model, ``face_model``: insightface's
+  w600k_r50.onnx or any 112x112 face-recognition ONNX with one embedding output, run by
+  onnxruntime) of the reference's face and each generated image's, 100 x cosine averaged over the
+  images where both faces are found (``face_box``: curate.people's face detector, passed in by
+  ``pairforge eval stage2``); faces are cropped square around the detector's box with a margin,
+  not aligned by landmarks as insightface does, so figures run a little below insightface's own.
+  Without ``face_model`` it is reported as not computed.
 
 Every image is padded to a square on white before CLIP's processor (its centre crop would cut a
 full-body figure). Written to OUT: metrics.json, metrics.csv and metrics.md (one row per reference
@@ -47,6 +52,8 @@ class EvalConfig:
     background: str = "mediapipe"     # person masks of generated images: mediapipe | opencv (curate.people) | white
     white_threshold: int = 240        # a pixel is background when every channel is at least this
     max_references: int = 40          # the paper's test set: 40 characters
+    face_model: str = ""              # an ArcFace ONNX file (insightface buffalo_l's w600k_r50.onnx); "": no Face Sim.
+    face_margin: float = 0.2          # the face crop: the detector's box grown by this on each side, made square
     device: str = ""
 
     def check(self) -> None:
@@ -56,6 +63,9 @@ class EvalConfig:
             raise ValueError("images_per_prompt, inference_steps and max_references must be >= 1")
         if any(v <= 0 or v % 8 for v in self.resolution):
             raise ValueError(f"resolution {list(self.resolution)}: sides must be positive multiples of 8")
+        if self.face_model and not Path(self.face_model).is_file():
+            raise ValueError(f"face_model {self.face_model}: no such file; give an ArcFace .onnx (insightface's "
+                             f"w600k_r50.onnx) or leave it empty")
 
 
 def white_mask(rgb: np.ndarray, threshold: int) -> np.ndarray:
@@ -131,10 +141,63 @@ def load_pipeline(adapter: Path, identity: dict, base: str, device):
     return pipe.to(torch.device(device))
 
 
+def face_crop(rgb: np.ndarray, box, margin: float) -> np.ndarray:
+    """The square around a face box grown by ``margin`` on each side, padded with black where it leaves the image."""
+    x0, y0, x1, y1 = box
+    side = max(x1 - x0, y1 - y0) * (1 + 2 * margin)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    left, top = int(round(cx - side / 2)), int(round(cy - side / 2))
+    size = max(1, int(round(side)))
+    out = np.zeros((size, size, 3), np.uint8)
+    h, w = rgb.shape[:2]
+    sx0, sy0, sx1, sy1 = max(0, left), max(0, top), min(w, left + size), min(h, top + size)
+    if sx1 > sx0 and sy1 > sy0:
+        out[sy0 - top:sy1 - top, sx0 - left:sx1 - left] = rgb[sy0:sy1, sx0:sx1]
+    return out
+
+
+class FaceEmbedder:
+    """An ArcFace-style ONNX model on onnxruntime: RGB face crops resized to its input side,
+    (x - 127.5) / 127.5, NCHW float32 (insightface's preprocessing) -> L2-normalised embeddings."""
+
+    def __init__(self, path: str):
+        try:
+            import onnxruntime
+        except ImportError:
+            raise RuntimeError("face_model needs onnxruntime: pip install 'pairforge[eval]'") from None
+        self.session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+        model_input = self.session.get_inputs()[0]
+        self.input_name, side = model_input.name, model_input.shape[-1]
+        self.side = side if isinstance(side, int) else 112
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        batch = np.stack([np.asarray(Image.fromarray(c).resize((self.side, self.side), Image.BILINEAR))
+                          for c in crops]).astype(np.float32)
+        batch = ((batch - 127.5) / 127.5).transpose(0, 3, 1, 2)
+        (embeddings,) = self.session.run(None, {self.input_name: np.ascontiguousarray(batch)})[:1]
+        embeddings = embeddings.reshape(len(crops), -1)
+        return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
+
+
+def face_similarity(faces: FaceEmbedder, face_box, reference: np.ndarray, generated: list[np.ndarray],
+                    margin: float) -> tuple[float | None, int]:
+    """(100 x mean cosine between the reference's face and each generated face, or None; how many
+    generated images had a face, counted only when the reference has one)."""
+    box = face_box(reference)
+    if box is None:
+        return None, 0
+    found = [(rgb, b) for rgb, b in ((rgb, face_box(rgb)) for rgb in generated) if b is not None]
+    if not found:
+        return None, 0
+    embeddings = faces.embed([face_crop(reference, box, margin)] + [face_crop(rgb, b, margin) for rgb, b in found])
+    return 100 * float((embeddings[1:] @ embeddings[0]).mean()), len(found)
+
+
 def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray]], out, config: EvalConfig,
-             person_mask=None) -> dict:
+             person_mask=None, face_box=None) -> dict:
     """Generate and score (module docstring); returns the table. ``person_mask(rgb) -> uint8 HxW``
-    removes generated backgrounds (None: the white threshold, for ``background=white``)."""
+    removes generated backgrounds (None: the white threshold, for ``background=white``);
+    ``face_box(rgb) -> [x0, y0, x1, y1] | None`` finds faces for Face Sim. (with ``face_model``)."""
     import torch
 
     from train.models.personalizer import read_identity
@@ -145,6 +208,8 @@ def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray
     pipe = load_pipeline(adapter, identity, config.base or identity["base"], device)
     clip = Clip(config.clip_model, device)
     person_mask = person_mask or (lambda rgb: white_mask(rgb, config.white_threshold))
+    faces = FaceEmbedder(config.face_model) if config.face_model and face_box is not None else None
+    faces_found = 0
     encoder_side = pipe.image_encoder.config.image_size
     width, height = config.resolution
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -169,18 +234,24 @@ def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray
         clip_t = (gen_full * text[[p for p, _ in keys]]).sum(-1)
         across = [float(gen_fg[i] @ gen_fg[j]) for i, j in itertools.combinations(range(len(keys)), 2)
                   if keys[i][0] != keys[j][0]]
+        face_sim, with_face = face_similarity(faces, face_box, reference, generated, config.face_margin) \
+            if faces is not None else (None, 0)
+        faces_found += with_face
         rows.append({"reference": name, "clip_i": 100 * float(clip_i.mean()), "clip_t": 100 * float(clip_t.mean()),
-                     "ap_clip_i": 100 * float(np.mean(across)) if across else None, "images": len(keys)})
+                     "ap_clip_i": 100 * float(np.mean(across)) if across else None, "face_sim": face_sim,
+                     "images": len(keys)})
         grid_rows.append([place(reference, (width, height), 255)] +
                          [np.asarray(made[p, 0].convert("RGB")) for p in range(len(prompts))])
     mean = {"reference": "mean", "images": sum(r["images"] for r in rows)}
-    for metric in ("clip_i", "clip_t", "ap_clip_i"):
+    for metric in ("clip_i", "clip_t", "ap_clip_i", "face_sim"):
         values = [r[metric] for r in rows if r[metric] is not None]
         mean[metric] = float(np.mean(values)) if values else None
     table = {"adapter": str(adapter), "weights_sha256": identity["weights_sha256"], "base": config.base or identity["base"],
              "clip_model": config.clip_model, "background": config.background, "prompts": prompts,
              "person_found": float(np.mean(found)) if found else 0.0,
-             "face_similarity": "not computed: no face-identity (ArcFace) model is configured",
+             "face_similarity": (f"{config.face_model}: faces found in {faces_found} of {mean['images']} generated "
+                                 f"images (and their references)") if faces is not None else
+                                "not computed: no face-identity (ArcFace) model is configured (face_model)",
              "rows": rows + [mean]}
     write_table(table, out)
     Image.fromarray(np.concatenate([np.concatenate(row, axis=1) for row in grid_rows], axis=0)).save(out / "grid.png")
@@ -216,7 +287,7 @@ def read_references(source: str, limit: int) -> list[tuple[str, np.ndarray]]:
 def write_table(table: dict, out: Path) -> None:
     """metrics.json, metrics.csv and metrics.md: one row per reference and the mean."""
     (out / "metrics.json").write_text(json.dumps(table, indent=1))
-    columns = ("reference", "clip_i", "clip_t", "ap_clip_i", "images")
+    columns = ("reference", "clip_i", "clip_t", "ap_clip_i", "face_sim", "images")
     with open(out / "metrics.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, columns)
         writer.writeheader()
@@ -225,7 +296,7 @@ def write_table(table: dict, out: Path) -> None:
     def cell(value):
         return f"{value:.2f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
-    lines = ["| reference | CLIP-I | CLIP-T | AP-CLIP-I | images |", "|---|---|---|---|---|"]
+    lines = ["| reference | CLIP-I | CLIP-T | AP-CLIP-I | Face Sim. | images |", "|---|---|---|---|---|---|"]
     lines += ["| " + " | ".join(cell(row[c]) for c in columns) + " |" for row in table["rows"]]
     lines += ["", f"Face Sim.: {table['face_similarity']}. Backgrounds removed with {table['background']} "
                   f"(a person found in {100 * table['person_found']:.0f} % of generated images); CLIP: {table['clip_model']}."]
