@@ -20,6 +20,8 @@ import json
 import struct
 from pathlib import Path
 
+from train.models.identity import read_identity_file
+
 MODEL_NAME = "pairforge-personalizer"
 FORMAT = 1
 IDENTITY_FILE = "personalizer.json"
@@ -33,18 +35,8 @@ class AdapterError(ValueError):
 def read_identity(path: str | Path) -> dict:
     """The identity of the adapter folder at ``path``; AdapterError naming what it is instead."""
     folder = Path(path)
-    if not folder.is_dir():
-        raise AdapterError(f"--adapter {folder}: no such folder; give a folder written by `pairforge train stage2` "
-                           f"(OUT/final or OUT/checkpoints/step-NNNNNN)")
-    try:
-        identity = json.loads((folder / IDENTITY_FILE).read_text())
-    except (OSError, ValueError):
-        found = sorted(p.name for p in folder.iterdir())[:8]
-        raise AdapterError(f"--adapter {folder} is not a Stage II adapter: it has no readable {IDENTITY_FILE} "
-                           f"(it holds {found})") from None
-    if identity.get("model") != MODEL_NAME or identity.get("format") != FORMAT:
-        raise AdapterError(f"--adapter {folder}: {identity.get('model')!r} format {identity.get('format')}, not a "
-                           f"{MODEL_NAME} of format {FORMAT}")
+    identity = read_identity_file(folder, "--adapter", "a Stage II adapter", IDENTITY_FILE, MODEL_NAME, FORMAT,
+                                  "`pairforge train stage2` (OUT/final or OUT/checkpoints/step-NNNNNN)", AdapterError)
     if not (folder / ADAPTER_FILE).is_file():
         raise AdapterError(f"--adapter {folder} is incomplete: no {ADAPTER_FILE}")
     return identity

@@ -13,9 +13,9 @@ A checkpoint is a folder::
     training_state.pt   (training checkpoints only) optimizer, scaler, loader state, step"""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
+
+from train.models.identity import files_hash, read_identity_file
 
 MODEL_NAME = "pairforge-router"
 FORMAT = 1
@@ -30,20 +30,8 @@ class CheckpointError(ValueError):
 def read_identity(path: str | Path) -> dict:
     """The identity of the router checkpoint at ``path``; CheckpointError naming what it is instead."""
     folder = Path(path)
-    if not folder.is_dir():
-        raise CheckpointError(f"--router {folder}: no such folder; give a folder written by `pairforge train router` "
-                              f"(OUT/checkpoints/step-NNNNNN or OUT/final)")
-    try:
-        identity = json.loads((folder / IDENTITY_FILE).read_text())
-    except (OSError, ValueError):
-        found = sorted(p.name for p in folder.iterdir())[:8]
-        raise CheckpointError(f"--router {folder} is not a router checkpoint: it has no readable {IDENTITY_FILE} "
-                              f"(it holds {found})") from None
-    if identity.get("model") != MODEL_NAME:
-        raise CheckpointError(f"--router {folder} is a {identity.get('model')!r} checkpoint, not a {MODEL_NAME}")
-    if identity.get("format") != FORMAT:
-        raise CheckpointError(f"--router {folder}: layout format {identity.get('format')} (this pairforge reads "
-                              f"format {FORMAT}); use the pairforge version that wrote it")
+    identity = read_identity_file(folder, "--router", "a router checkpoint", IDENTITY_FILE, MODEL_NAME, FORMAT,
+                                  "`pairforge train router` (OUT/checkpoints/step-NNNNNN or OUT/final)", CheckpointError)
     missing = [m for m in REQUIRED if not (folder / m).is_dir()]
     if missing:
         raise CheckpointError(f"--router {folder} is incomplete: missing {', '.join(missing)}/")
@@ -73,9 +61,4 @@ def resolve_identity(path: str | Path, overrides=()) -> dict:
 
 def weights_hash(folder: str | Path) -> str:
     """sha256 (16 hex) of the router's and subject encoder's weight files."""
-    digest = hashlib.sha256()
-    for module in REQUIRED:
-        for file in sorted((Path(folder) / module).glob("*.safetensors")):
-            digest.update(f"{module}/{file.name}".encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
+    return files_hash(folder, REQUIRED)

@@ -12,9 +12,9 @@ A checkpoint is a folder with one ``save_pretrained`` folder per module, each wi
     training_state.pt     (training checkpoints only) optimizer, EMA, RNG, loader state, step"""
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
+
+from train.models.identity import files_hash, read_identity_file
 
 MODEL_NAME = "pairforge-standardizer"
 FORMAT = 1
@@ -29,23 +29,14 @@ class CheckpointError(ValueError):
 
 def read_identity(path: str | Path) -> dict:
     """The identity of the checkpoint at ``path``; raises CheckpointError naming what the folder is instead."""
-    folder = Path(path)
-    if not folder.is_dir():
-        raise CheckpointError(f"--checkpoint {folder}: no such folder; give a checkpoint folder written by "
-                              f"`pairforge train stage1` (OUT/checkpoints/step-NNNNNN or OUT/final)")
-    try:
-        identity = json.loads((folder / IDENTITY_FILE).read_text())
-    except (OSError, ValueError):
-        found = sorted(p.name for p in folder.iterdir())[:8]
-        hint = (" (a diffusers pipeline or base model: train a standardizer from it with "
+    def base_model_hint(found):
+        return (" (a diffusers pipeline or base model: train a standardizer from it with "
                 "`pairforge train stage1 --set base=...`)") if "unet" in found or "model_index.json" in found else ""
-        raise CheckpointError(f"--checkpoint {folder} is not a standardizer checkpoint: it has no readable "
-                              f"{IDENTITY_FILE} (it holds {found}){hint}") from None
-    if identity.get("model") != MODEL_NAME:
-        raise CheckpointError(f"--checkpoint {folder} is a {identity.get('model')!r} checkpoint, not a {MODEL_NAME}")
-    if identity.get("format") != FORMAT:
-        raise CheckpointError(f"--checkpoint {folder}: layout format {identity.get('format')} (this pairforge reads "
-                              f"format {FORMAT}); use the pairforge version that wrote it")
+
+    folder = Path(path)
+    identity = read_identity_file(folder, "--checkpoint", "a standardizer checkpoint", IDENTITY_FILE, MODEL_NAME, FORMAT,
+                                  "`pairforge train stage1` (OUT/checkpoints/step-NNNNNN or OUT/final)",
+                                  CheckpointError, base_model_hint)
     missing = [m for m in (*TRAINABLE, *FROZEN) if not (folder / m).is_dir()
                and not (m == "reference_adapter" and not (identity["fbdm"] or identity["rpim"]))]
     if missing:
@@ -55,14 +46,7 @@ def read_identity(path: str | Path) -> dict:
 
 def weights_hash(folder: str | Path) -> str:
     """sha256 (16 hex) of the trainable modules' weight files: what records made with it carry."""
-    digest = hashlib.sha256()
-    for module in TRAINABLE:
-        for file in sorted((Path(folder) / module).glob("*.safetensors")):
-            digest.update(f"{module}/{file.name}".encode())
-            with open(file, "rb") as handle:
-                for block in iter(lambda: handle.read(1 << 22), b""):
-                    digest.update(block)
-    return digest.hexdigest()[:16]
+    return files_hash(folder, TRAINABLE)
 
 
 def required_multiple(unet_config: dict) -> int:
