@@ -148,3 +148,24 @@ def test_demo_stage2_trains_saves_and_generates(data, tmp_path):
     image = np.asarray(Image.open(tmp_path / "generated.png"))
     assert image.shape == (96, 64, 3) and image.std() > 0
     assert demo_stage2(tmp_path, data / "real_pairs", overwrite=False)[0].count("already trained") == 1  # re-run: resumed, no steps
+
+
+def test_final_adapter_holds_the_ema_weights_and_training_keeps_its_own(data, tmp_path):
+    """With EMA on, OUT/final is written from the EMA weights (train.loop.ema_weights) and the
+    parameters the optimizer steps are back in place afterwards."""
+    from train.models.personalizer import ADAPTER_FILE
+    from train.stage2 import Trainer
+
+    config = tiny_stage2_config(data, "steps=2", "batch_size=2", "validation_samples=0", "ema_decay=0.5")
+    trainer = Trainer(config, str(data / "real_pairs"), tmp_path)
+    batches = iter(trainer.loader)
+    for _ in range(2):
+        trainer.train_step(next(batches))
+    own = [p.detach().clone() for p in trainer.parameters]
+    shadow = [s.detach().clone() for s in trainer.ema.shadow_params]
+    saved = load_file(trainer.save_final() / ADAPTER_FILE)
+    assert all(torch.equal(a, p) for a, p in zip(own, trainer.parameters))  # restored
+    assert not all(torch.equal(a, s) for a, s in zip(own, shadow))
+    projection = trainer.unet.encoder_hid_proj.image_projection_layers[0]
+    index = [id(p) for p in trainer.parameters].index(id(projection.norm.weight))
+    assert torch.equal(saved["image_proj.proj.3.weight"], shadow[index])

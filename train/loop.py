@@ -4,6 +4,7 @@ into place, the oldest pruned) and found again for resume, and the training loop
 imported inside the functions."""
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -42,6 +43,22 @@ def apply_gradients(optimizer, scaler, parameters, max_grad_norm: float) -> None
     torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
     scaler.step(optimizer)
     scaler.update()
+
+
+
+@contextlib.contextmanager
+def ema_weights(ema, parameters):
+    """``parameters`` hold the EMA weights meanwhile (to save them), their own again after; nothing
+    happens when ``ema`` is None."""
+    if ema is None:
+        yield
+        return
+    ema.store(parameters)
+    ema.copy_to(parameters)
+    try:
+        yield
+    finally:
+        ema.restore(parameters)
 
 
 def write_checkpoint(folder: Path, write_model, training_state: dict | None, keep: int) -> Path:

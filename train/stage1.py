@@ -28,7 +28,8 @@ import numpy as np
 
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
-from train.loop import latest_checkpoint, optimizer_step, run_steps, training_device, write_checkpoint
+from train.loop import (ema_weights, latest_checkpoint, optimizer_step, run_steps, training_device,
+                        write_checkpoint)
 from train.data.kinds import fit_keypoints
 from train.models.standardizer.layout import check_resolution
 
@@ -250,15 +251,11 @@ class Trainer:
         """OUT/final: the layout standardize loads, with the EMA weights when EMA is on."""
         from train.models.standardizer import save_checkpoint
 
-        if self.ema is not None:
-            self.ema.store(self.parameters)
-            self.ema.copy_to(self.parameters)
         folder = self.out / "final"
         shutil.rmtree(folder, ignore_errors=True)
-        save_checkpoint(folder, self.model, self.frozen, self.config.resolution, self.standard_pose,
-                        {"step": self.step, "base": self.config.base, "ema": self.ema is not None})
-        if self.ema is not None:
-            self.ema.restore(self.parameters)
+        with ema_weights(self.ema, self.parameters):
+            save_checkpoint(folder, self.model, self.frozen, self.config.resolution, self.standard_pose,
+                            {"step": self.step, "base": self.config.base, "ema": self.ema is not None})
         return folder
 
     def validate(self) -> dict:

@@ -41,7 +41,8 @@ from PIL import Image
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, to_model
 from train.data.kinds import Decoder, place
-from train.loop import apply_gradients, latest_checkpoint, run_steps, training_device, write_checkpoint
+from train.loop import (apply_gradients, ema_weights, latest_checkpoint, run_steps, training_device,
+                        write_checkpoint)
 
 log = logging.getLogger(__name__)
 KIND = "real_pair"
@@ -328,15 +329,11 @@ class Trainer:
         """OUT/final: the adapter (EMA weights when EMA is on) with the image encoder beside it."""
         from train.models.personalizer import save_adapter
 
-        if self.ema is not None:
-            self.ema.store(self.parameters)
-            self.ema.copy_to(self.parameters)
         folder = self.out / "final"
         shutil.rmtree(folder, ignore_errors=True)
-        save_adapter(folder, self.unet, {**self.identity, "step": self.step, "ema": self.ema is not None},
-                     self.frozen.image_encoder)
-        if self.ema is not None:
-            self.ema.restore(self.parameters)
+        with ema_weights(self.ema, self.parameters):
+            save_adapter(folder, self.unet, {**self.identity, "step": self.step, "ema": self.ema is not None},
+                         self.frozen.image_encoder)
         return folder
 
     def pipeline(self):
