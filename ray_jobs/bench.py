@@ -103,10 +103,12 @@ def _demo_process(out: Path, runner: str, characters: int, poses: int, resolutio
 
 
 def _same_shards(a: Path, b: Path) -> bool:
-    """The two demo outputs hold the same shards, byte for byte. Curation records are left out:
-    they name their input files, which the demo keeps inside each run's own output folder."""
+    """The two demo outputs hold the same shards, byte for byte. Curation records and the real pairs
+    made from them are left out: they name their input photos, which the demo keeps inside each
+    run's own output folder."""
     def tars(root: Path) -> list[Path]:
-        return sorted(p.relative_to(root) for p in root.rglob("*.tar") if p.relative_to(root).parts[0] != "curated")
+        return sorted(p.relative_to(root) for p in root.rglob("*.tar")
+                      if p.relative_to(root).parts[0] not in ("curated", "real-pairs"))
 
     found = tars(a)
     return bool(found) and found == tars(b) and all((a / p).read_bytes() == (b / p).read_bytes() for p in found)
