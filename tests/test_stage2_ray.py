@@ -11,7 +11,7 @@ from tests.tools.stage2_data import make_stage2_data
 pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
-def test_ray_train_two_workers(tmp_path, monkeypatch):
+def test_ray_train_two_workers(tmp_path, monkeypatch, ray_shut_down_after):
     from diffusers import StableDiffusionXLPipeline
 
     from train.models.personalizer import ADAPTER_FILE
