@@ -125,8 +125,9 @@ def demo_pairs(out: Path, checkpoint: str, photos_dir: Path, overwrite: bool = F
     qwen, pairs_out = out / "real-pairs-captioner", out / "real-pairs"
     if not (qwen / "config.json").exists():
         build_tiny_qwen2vl(qwen)
+    # test_fraction=0: a handful of photos could all fall in the test split, leaving Stage II nothing to train on
     config = load_config(PairsConfig, "pairs-tiny", [f"standardize.checkpoint={checkpoint}",
-                                                     f"caption.model={qwen}"])
+                                                     f"caption.model={qwen}", "test_fraction=0"])
     summary = run_pairs(config, photos_dir, pairs_out, RunOptions(runner="local", overwrite=overwrite, progress=False))
     reasons = ", ".join(f"{n} {reason}" for reason, n in summary.reasons.most_common()) or "none"
     gate = config.gate
