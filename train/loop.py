@@ -61,6 +61,28 @@ def ema_weights(ema, parameters):
         ema.restore(parameters)
 
 
+
+def training_state(optimizer, scaler, ema, loader, step: int) -> dict:
+    """What a checkpoint keeps besides the model, for an exact resume: optimizer, gradient scaler,
+    EMA (None without), the loader's position and the step."""
+    return {"optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None, "step": step,
+            "loader": json.dumps(loader.state_dict())}
+
+
+def restore_training_state(folder: Path, device, optimizer, scaler, ema, loader) -> int:
+    """Put a checkpoint's ``training_state`` back into these objects; returns its step."""
+    import torch
+
+    state = torch.load(folder / "training_state.pt", map_location=device, weights_only=True)
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    if ema is not None:
+        ema.load_state_dict(state["ema"])
+    loader.load_state_dict(json.loads(state["loader"]))
+    return int(state["step"])
+
+
 def write_checkpoint(folder: Path, write_model, training_state: dict | None, keep: int) -> Path:
     """``folder`` (OUT/checkpoints/step-N) written whole: ``write_model(scratch)`` and the training
     state into a scratch folder, renamed into place; the checkpoints beyond the newest ``keep`` removed."""

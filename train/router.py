@@ -31,14 +31,14 @@ from the noisy latent at t = 0 / 200 / 500 / 999 (0.58 / 0.51 / 0.35 / 0.00 from
 cross-attention layer's input). Tiny runs (the router test) therefore train at [0, 500]: a config value, not code."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
-from train.loop import latest_checkpoint, optimizer_step, run_steps, training_device, write_checkpoint
+from train.loop import (latest_checkpoint, optimizer_step, restore_training_state, run_steps, training_device,
+                        training_state, write_checkpoint)
 
 log = logging.getLogger(__name__)
 KIND = "router_sample"
@@ -199,11 +199,7 @@ class Trainer:
         self.loader = ShardLoader(self.stream, num_workers=config.num_workers)
         self.step = 0
         if resume is not None:
-            state = torch.load(resume / "training_state.pt", map_location=self.device, weights_only=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            self.loader.load_state_dict(json.loads(state["loader"]))
-            self.step = int(state["step"])
+            self.step = restore_training_state(resume, self.device, self.optimizer, self.scaler, None, self.loader)
             log.info("resumed from %s at step %d", resume, self.step)
         self.keys_read: list[str] = []
 
@@ -244,12 +240,11 @@ class Trainer:
         self.keys_read += batch["__key__"]
         return {"loss": float(loss.detach()), "diffusion": float(diffusion.detach()), "routing": float(routing.detach())}
 
-    def save(self, folder: Path | None = None, training_state: bool = True) -> Path:
+    def save(self, folder: Path | None = None, resumable: bool = True) -> Path:
         """A checkpoint of this step (rank 0 only), written then renamed; the oldest beyond ``keep_checkpoints`` removed."""
         from train.models.router import save_checkpoint
 
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(), "step": self.step,
-                 "loader": json.dumps(self.loader.state_dict())} if training_state else None
+        state = training_state(self.optimizer, self.scaler, None, self.loader, self.step) if resumable else None
         return write_checkpoint(folder or self.out / "checkpoints" / f"step-{self.step:06d}",
                                 lambda scratch: save_checkpoint(scratch, self.model,
                                                                 {**identity_of(self.config), "step": self.step}),
@@ -257,7 +252,7 @@ class Trainer:
 
     def save_final(self) -> Path:
         """OUT/final: the router and subject encoder in the layout segment loads, no training state."""
-        return self.save(self.out / "final", training_state=False)
+        return self.save(self.out / "final", resumable=False)
 
 
 def train(config: RouterConfig, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,

@@ -18,7 +18,6 @@ generated | target). On GPU: bf16/fp16 autocast and gradient checkpointing; DDP 
 find_unused_parameters (the ReferenceNet parameters no loss reaches are frozen instead)."""
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -28,8 +27,8 @@ import numpy as np
 
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
-from train.loop import (ema_weights, latest_checkpoint, optimizer_step, run_steps, training_device,
-                        write_checkpoint)
+from train.loop import (ema_weights, latest_checkpoint, optimizer_step, restore_training_state, run_steps,
+                        training_device, training_state, write_checkpoint)
 from train.data.kinds import fit_keypoints
 from train.models.standardizer.layout import check_resolution
 
@@ -188,13 +187,7 @@ class Trainer:
         self.loader = ShardLoader(self.stream, num_workers=config.num_workers)
         self.step = 0
         if resume is not None:
-            state = torch.load(resume / "training_state.pt", map_location=self.device, weights_only=True)
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scaler.load_state_dict(state["scaler"])
-            if self.ema is not None:
-                self.ema.load_state_dict(state["ema"])
-            self.loader.load_state_dict(json.loads(state["loader"]))
-            self.step = int(state["step"])
+            self.step = restore_training_state(resume, self.device, self.optimizer, self.scaler, self.ema, self.loader)
             log.info("resumed from %s at step %d", resume, self.step)
         self.validation = held_out(data, make_decoder(config, self.shards.kind, normalize=True),
                                    config.validation_samples) if rank == 0 else []
@@ -238,9 +231,7 @@ class Trainer:
         the oldest beyond ``keep_checkpoints`` removed."""
         from train.models.standardizer import save_checkpoint
 
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "ema": self.ema.state_dict() if self.ema is not None else None, "step": self.step,
-                 "loader": json.dumps(self.loader.state_dict())}
+        state = training_state(self.optimizer, self.scaler, self.ema, self.loader, self.step)
         return write_checkpoint(folder or self.out / "checkpoints" / f"step-{self.step:06d}",
                                 lambda scratch: save_checkpoint(scratch, self.model, self.frozen, self.config.resolution,
                                                                 self.standard_pose,

@@ -27,7 +27,6 @@ pairs OUT/samples/step-NNNNNN.png (reference | generated | target). OUT/final is
 folder a stock SDXL pipeline loads with ``load_ip_adapter`` (image encoder included)."""
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -41,8 +40,8 @@ from PIL import Image
 from shards.keys import sample_seed
 from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, to_model
 from train.data.kinds import Decoder, place
-from train.loop import (apply_gradients, ema_weights, latest_checkpoint, run_steps, training_device,
-                        write_checkpoint)
+from train.loop import (apply_gradients, ema_weights, latest_checkpoint, restore_training_state, run_steps,
+                        training_device, training_state, write_checkpoint)
 
 log = logging.getLogger(__name__)
 KIND = "real_pair"
@@ -253,13 +252,7 @@ class Trainer:
         self.loader = ShardLoader(self.stream, num_workers=config.num_workers, collate_fn=collate_buckets)
         self.step = 0
         if resume is not None:
-            saved = torch.load(resume / "training_state.pt", map_location=self.device, weights_only=True)
-            self.optimizer.load_state_dict(saved["optimizer"])
-            self.scaler.load_state_dict(saved["scaler"])
-            if self.ema is not None:
-                self.ema.load_state_dict(saved["ema"])
-            self.loader.load_state_dict(json.loads(saved["loader"]))
-            self.step = int(saved["step"])
+            self.step = restore_training_state(resume, self.device, self.optimizer, self.scaler, self.ema, self.loader)
             log.info("resumed from %s at step %d", resume, self.step)
         self.identity = {**identity_of(config, self.frozen.image_encoder.config), "data": str(data)}
         self.validation = held_out(data, make_decoder(config, self.frozen.image_encoder, normalize=True),
@@ -318,9 +311,7 @@ class Trainer:
         """A checkpoint of this step (rank 0 only), written then renamed; the oldest beyond ``keep_checkpoints`` removed."""
         from train.models.personalizer import save_adapter
 
-        state = {"optimizer": self.optimizer.state_dict(), "scaler": self.scaler.state_dict(),
-                 "ema": self.ema.state_dict() if self.ema is not None else None, "step": self.step,
-                 "loader": json.dumps(self.loader.state_dict())}
+        state = training_state(self.optimizer, self.scaler, self.ema, self.loader, self.step)
         return write_checkpoint(folder or self.out / "checkpoints" / f"step-{self.step:06d}",
                                 lambda scratch: save_adapter(scratch, self.unet, {**self.identity, "step": self.step}),
                                 state, self.config.keep_checkpoints)
