@@ -143,16 +143,13 @@ def run_eval_stage2(config, adapter: str | Path, prompts_file: str | Path, out: 
         raise ConfigError(str(error)) from None
     if not prompts or not refs:
         raise ConfigError(f"{len(prompts)} prompts in {prompts_file} and {len(refs)} references: need at least one each")
-    person_mask = face_box = None  # background=white: evaluate thresholds; no face_model: no Face Sim.
+    detect = None  # background=white and no face_model: evaluate thresholds, no Face Sim.
     if config.background != "white" or config.face_model:
         from curate.people import make_detector
-        detector = make_detector("mediapipe" if config.background == "white" else config.background)
-        if config.background != "white":
-            person_mask = lambda rgb: detector.detect(rgb).mask  # noqa: E731
-        face_box = lambda rgb: detector.detect(rgb).face_box  # noqa: E731
+        detect = make_detector("mediapipe" if config.background == "white" else config.background).detect
     Path(out).mkdir(parents=True, exist_ok=True)
     try:
-        return evaluate(adapter, prompts, refs, out, config, person_mask, face_box)
+        return evaluate(adapter, prompts, refs, out, config, detect)
     except AdapterError as error:
         raise ConfigError(str(error)) from None
 

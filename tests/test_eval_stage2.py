@@ -112,13 +112,15 @@ def test_face_similarity_on_known_faces(face_model):
     from train.evaluate import FaceEmbedder, face_similarity
 
     detector = make_detector("mediapipe")
-    face_box = lambda rgb: detector.detect(rgb).face_box  # noqa: E731
-    faces, photo = FaceEmbedder(str(face_model)), skimage.data.astronaut()
-    same, found = face_similarity(faces, face_box, photo, [photo, skimage.data.coffee()], 0.2)
+    faces, photo, coffee = FaceEmbedder(str(face_model)), skimage.data.astronaut(), skimage.data.coffee()
+    mirror = np.ascontiguousarray(photo[:, ::-1])
+    box = {name: detector.detect(image).face_box for name, image in (("photo", photo), ("coffee", coffee),
+                                                                      ("mirror", mirror))}
+    same, found = face_similarity(faces, photo, box["photo"], [photo, coffee], [box["photo"], box["coffee"]], 0.2)
     assert found == 1 and same == pytest.approx(100, abs=1e-3)
-    mirrored, found = face_similarity(faces, face_box, photo, [np.ascontiguousarray(photo[:, ::-1])], 0.2)
+    mirrored, found = face_similarity(faces, photo, box["photo"], [mirror], [box["mirror"]], 0.2)
     assert found == 1 and mirrored < 99.9
-    assert face_similarity(faces, face_box, skimage.data.coffee(), [photo], 0.2) == (None, 0)
+    assert face_similarity(faces, coffee, box["coffee"], [photo], [box["photo"]], 0.2) == (None, 0)
 
 
 def test_eval_with_a_face_model_reports_face_sim(setup, face_model, tmp_path):

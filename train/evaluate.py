@@ -5,7 +5,7 @@ reference x prompt, scored as SerialGen §4.2 (Tables 1, 2 and 4) does, all as 1
 - CLIP-I: the CLIP image embeddings of the reference and of each generated image, both with the
   background removed (the person kept on white: the reference by a white-background threshold, as
   standardized references are on white; the generated image by a person segmenter, passed in as
-  ``person_mask``: curate.people's in ``pairforge eval stage2``), averaged over all images;
+  ``detect``: curate.people's detector in ``pairforge eval stage2``), averaged over all images;
 - CLIP-T: the generated image's CLIP image embedding against its prompt's CLIP text embedding
   (the whole image: the prompt describes the background too);
 - AP-CLIP-I: per reference, CLIP-I between every pair of its generated images made from different
@@ -14,7 +14,7 @@ reference x prompt, scored as SerialGen §4.2 (Tables 1, 2 and 4) does, all as 1
 - Face Sim.: the face-identity embeddings (an ArcFace ONNX model, ``face_model``: insightface's
   w600k_r50.onnx or any 112x112 face-recognition ONNX with one embedding output, run by
   onnxruntime) of the reference's face and each generated image's, 100 x cosine averaged over the
-  images where both faces are found (``face_box``: curate.people's face detector, passed in by
+  images where both faces are found (the face boxes of the same ``detect``, passed in by
   ``pairforge eval stage2``); faces are cropped square around the detector's box with a margin,
   not aligned by landmarks as insightface does, so figures run a little below insightface's own.
   Without ``face_model`` it is reported as not computed.
@@ -179,14 +179,14 @@ class FaceEmbedder:
         return embeddings / np.maximum(np.linalg.norm(embeddings, axis=1, keepdims=True), 1e-12)
 
 
-def face_similarity(faces: FaceEmbedder, face_box, reference: np.ndarray, generated: list[np.ndarray],
+def face_similarity(faces: FaceEmbedder, reference: np.ndarray, box, generated: list[np.ndarray], boxes: list,
                     margin: float) -> tuple[float | None, int]:
-    """(100 x mean cosine between the reference's face and each generated face, or None; how many
-    generated images had a face, counted only when the reference has one)."""
-    box = face_box(reference)
+    """(100 x mean cosine between the reference's face (``box``) and each generated face (``boxes``,
+    None where none was found), or None; how many generated images had a face, counted only when
+    the reference has one)."""
     if box is None:
         return None, 0
-    found = [(rgb, b) for rgb, b in ((rgb, face_box(rgb)) for rgb in generated) if b is not None]
+    found = [(rgb, b) for rgb, b in zip(generated, boxes) if b is not None]
     if not found:
         return None, 0
     embeddings = faces.embed([face_crop(reference, box, margin)] + [face_crop(rgb, b, margin) for rgb, b in found])
@@ -194,10 +194,11 @@ def face_similarity(faces: FaceEmbedder, face_box, reference: np.ndarray, genera
 
 
 def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray]], out, config: EvalConfig,
-             person_mask=None, face_box=None) -> dict:
-    """Generate and score (module docstring); returns the table. ``person_mask(rgb) -> uint8 HxW``
-    removes generated backgrounds (None: the white threshold, for ``background=white``);
-    ``face_box(rgb) -> [x0, y0, x1, y1] | None`` finds faces for Face Sim. (with ``face_model``)."""
+             detect=None) -> dict:
+    """Generate and score (module docstring); returns the table. ``detect(rgb)`` (run once per
+    image) gives ``.mask`` (uint8 HxW, the person: removes generated backgrounds unless
+    ``background=white``, which thresholds) and ``.face_box`` ([x0, y0, x1, y1] or None: Face Sim.
+    with ``face_model``); None: white threshold and no Face Sim."""
     import torch
 
     from train.models.personalizer import read_identity
@@ -207,8 +208,7 @@ def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray
     device = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     pipe = load_pipeline(adapter, identity, config.base or identity["base"], device)
     clip = Clip(config.clip_model, device)
-    person_mask = person_mask or (lambda rgb: white_mask(rgb, config.white_threshold))
-    faces = FaceEmbedder(config.face_model) if config.face_model and face_box is not None else None
+    faces = FaceEmbedder(config.face_model) if config.face_model and detect is not None else None
     faces_found = 0
     encoder_side = pipe.image_encoder.config.image_size
     width, height = config.resolution
@@ -225,7 +225,9 @@ def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray
             made[p, k].save(out / "images" / f"{name}-{p:02d}-{k}.png")
         keys = list(made)
         generated = [np.asarray(made[key].convert("RGB")) for key in keys]
-        masks = [person_mask(rgb) for rgb in generated]
+        detections = [detect(rgb) for rgb in generated] if detect is not None else None
+        masks = [d.mask for d in detections] if detections and config.background != "white" else \
+            [white_mask(rgb, config.white_threshold) for rgb in generated]
         found += [bool((m > 127).any()) for m in masks]
         ref_embed = clip.images([on_white_where(reference, white_mask(reference, config.white_threshold))])
         gen_fg = clip.images([on_white_where(rgb, m) for rgb, m in zip(generated, masks)])
@@ -234,7 +236,8 @@ def evaluate(adapter, prompts: list[str], references: list[tuple[str, np.ndarray
         clip_t = (gen_full * text[[p for p, _ in keys]]).sum(-1)
         across = [float(gen_fg[i] @ gen_fg[j]) for i, j in itertools.combinations(range(len(keys)), 2)
                   if keys[i][0] != keys[j][0]]
-        face_sim, with_face = face_similarity(faces, face_box, reference, generated, config.face_margin) \
+        face_sim, with_face = face_similarity(faces, reference, detect(reference).face_box, generated,
+                                              [d.face_box for d in detections], config.face_margin) \
             if faces is not None else (None, 0)
         faces_found += with_face
         rows.append({"reference": name, "clip_i": 100 * float(clip_i.mean()), "clip_t": 100 * float(clip_t.mean()),
