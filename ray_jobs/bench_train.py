@@ -25,10 +25,25 @@ def _fed_and_preloaded(trainer, steps: int, warmup: int) -> tuple[float, float]:
     return fed, time.perf_counter() - started
 
 
-def bench_train_stage1(steps: int = 10, warmup: int = 2, resolution: tuple[int, int] = (128, 192),
-                       batch_size: int = 2) -> dict:
+def _figures(model: str, label: str, resolution: tuple[int, int], batch_size: int, steps: int, fed: float,
+             in_memory: float, **extra) -> dict:
+    """The named figures of one bench (``extra`` after the resolution), and its summary line printed
+    (``label``: the model and size as the line names them)."""
     import torch
 
+    samples = steps * batch_size
+    figures = {"model": model, "resolution": list(resolution), **extra, "batch_size": batch_size, "steps": steps,
+               "torch_threads": torch.get_num_threads(), "loader_workers": 1,
+               "loader_fed_samples_per_s": round(samples / fed, 2), "preloaded_samples_per_s": round(samples / in_memory, 2),
+               "s_per_step_loader_fed": round(fed / steps, 3), "s_per_step_preloaded": round(in_memory / steps, 3),
+               "loader_overhead_ratio": round(fed / in_memory, 3)}
+    print(f"{label}, batch {batch_size}: {figures['loader_fed_samples_per_s']} samples/s fed by the loader, "
+          f"{figures['preloaded_samples_per_s']} on pre-loaded batches (x{figures['loader_overhead_ratio']} time)")
+    return figures
+
+
+def bench_train_stage1(steps: int = 10, warmup: int = 2, resolution: tuple[int, int] = (128, 192),
+                       batch_size: int = 2) -> dict:
     from ray_jobs.config import load_config
     from ray_jobs.jobs import RunOptions, run_render
     from render.config import RenderConfig
@@ -46,24 +61,14 @@ def bench_train_stage1(steps: int = 10, warmup: int = 2, resolution: tuple[int, 
             f"batch_size={batch_size}", "num_workers=1", "validation_samples=0", "procedural_count=50"])
         trainer = Trainer(config, str(work / "pairs"), work / "run")
         fed, in_memory = _fed_and_preloaded(trainer, steps, warmup)
-    samples = steps * batch_size
-    figures = {"model": "tiny standardizer", "resolution": list(resolution), "batch_size": batch_size, "steps": steps,
-               "torch_threads": torch.get_num_threads(), "loader_workers": 1,
-               "loader_fed_samples_per_s": round(samples / fed, 2), "preloaded_samples_per_s": round(samples / in_memory, 2),
-               "s_per_step_loader_fed": round(fed / steps, 3), "s_per_step_preloaded": round(in_memory / steps, 3),
-               "loader_overhead_ratio": round(fed / in_memory, 3)}
-    print(f"tiny standardizer at {resolution[0]}x{resolution[1]}, batch {batch_size}: {figures['loader_fed_samples_per_s']} "
-          f"samples/s fed by the loader, {figures['preloaded_samples_per_s']} on pre-loaded batches "
-          f"(x{figures['loader_overhead_ratio']} time)")
-    return figures
+    return _figures("tiny standardizer", f"tiny standardizer at {resolution[0]}x{resolution[1]}", resolution,
+                    batch_size, steps, fed, in_memory)
 
 
 def bench_train_router(steps: int = 10, warmup: int = 2, batch_size: int = 4) -> dict:
     """``pairforge bench train router``: the tiny router (configs/router-tiny.yaml, 64x96 scenes of 2-4
     subjects, ReferenceNet on) fed by the loader (router_sample shards decoded in a DataLoader
     worker) against pre-loaded batches."""
-    import torch
-
     from ray_jobs.config import load_config
     from ray_jobs.jobs import RunOptions, run_render, run_router_scenes
     from render.compositing.scenes import SceneConfig
@@ -85,16 +90,8 @@ def bench_train_router(steps: int = 10, warmup: int = 2, batch_size: int = 4) ->
             f"batch_size={batch_size}", "num_workers=1"])
         trainer = Trainer(config, str(work / "router"), work / "run")
         fed, in_memory = _fed_and_preloaded(trainer, steps, warmup)
-    samples = steps * batch_size
-    figures = {"model": "tiny router (ReferenceNet on)", "resolution": list(resolution), "batch_size": batch_size,
-               "steps": steps, "torch_threads": torch.get_num_threads(), "loader_workers": 1,
-               "loader_fed_samples_per_s": round(samples / fed, 2), "preloaded_samples_per_s": round(samples / in_memory, 2),
-               "s_per_step_loader_fed": round(fed / steps, 3), "s_per_step_preloaded": round(in_memory / steps, 3),
-               "loader_overhead_ratio": round(fed / in_memory, 3)}
-    print(f"tiny router at {resolution[0]}x{resolution[1]}, batch {batch_size}: {figures['loader_fed_samples_per_s']} "
-          f"samples/s fed by the loader, {figures['preloaded_samples_per_s']} on pre-loaded batches "
-          f"(x{figures['loader_overhead_ratio']} time)")
-    return figures
+    return _figures("tiny router (ReferenceNet on)", f"tiny router at {resolution[0]}x{resolution[1]}", resolution,
+                    batch_size, steps, fed, in_memory)
 
 
 def real_pairs_from_renders(pairs_dir: Path, out: Path, per_shard: int = 4) -> int:
@@ -132,8 +129,6 @@ def bench_train_stage2(steps: int = 10, warmup: int = 2, batch_size: int = 4) ->
     """``pairforge bench train stage2``: the tiny IP-Adapter (configs/stage2-tiny.yaml, 64x96 with buckets
     80x80 and 96x64, so batches mix shapes) fed by the loader (real_pair shards decoded in a
     DataLoader worker) against pre-loaded batches."""
-    import torch
-
     from ray_jobs.config import load_config
     from ray_jobs.jobs import RunOptions, run_render
     from render.config import RenderConfig
@@ -153,14 +148,5 @@ def bench_train_stage2(steps: int = 10, warmup: int = 2, batch_size: int = 4) ->
             "buckets=[[80, 80], [96, 64]]", f"batch_size={batch_size}", "num_workers=1", "validation_samples=0"])
         trainer = Trainer(config, str(work / "real_pairs"), work / "run")
         fed, in_memory = _fed_and_preloaded(trainer, steps, warmup)
-    samples = steps * batch_size
-    figures = {"model": "tiny IP-Adapter on the tiny SDXL base", "resolution": list(resolution),
-               "buckets": [[80, 80], [96, 64]], "batch_size": batch_size, "steps": steps,
-               "torch_threads": torch.get_num_threads(), "loader_workers": 1,
-               "loader_fed_samples_per_s": round(samples / fed, 2), "preloaded_samples_per_s": round(samples / in_memory, 2),
-               "s_per_step_loader_fed": round(fed / steps, 3), "s_per_step_preloaded": round(in_memory / steps, 3),
-               "loader_overhead_ratio": round(fed / in_memory, 3)}
-    print(f"tiny IP-Adapter at {resolution[0]}x{resolution[1]} (+2 buckets), batch {batch_size}: "
-          f"{figures['loader_fed_samples_per_s']} samples/s fed by the loader, {figures['preloaded_samples_per_s']} on "
-          f"pre-loaded batches (x{figures['loader_overhead_ratio']} time)")
-    return figures
+    return _figures("tiny IP-Adapter on the tiny SDXL base", f"tiny IP-Adapter at {resolution[0]}x{resolution[1]} "
+                    "(+2 buckets)", resolution, batch_size, steps, fed, in_memory, buckets=[[80, 80], [96, 64]])

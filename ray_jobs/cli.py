@@ -138,66 +138,68 @@ def cmd_curate(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from ray_jobs.config import load_config
-
     if args.model_name == "router":
         return cmd_train_router(args)
     if args.model_name == "stage2":
         return cmd_train_stage2(args)
+    return cmd_train_stage1(args)
+
+
+def _launch_training(args, config_class, run) -> dict:
+    """``run`` (a ray_jobs.training job) on ``config_class`` from --config and --set, launched as the flags say."""
+    from ray_jobs.config import load_config
+
+    config = load_config(config_class, args.config, args.set)
+    return run(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker, args.address,
+               args.overwrite, progress=not args.quiet)
+
+
+def _print_training(result: dict, out, validation: str | None, final_for: str, loss_key: str | None = None,
+                    skipped: bool = True) -> None:
+    """What every `train` ends with: the steps and the loss (``loss_key`` of each step's named losses;
+    with the loader's skipped samples), the held-out ``validation`` line, where the outputs are."""
+    losses = [named[loss_key] for named in result["losses"]] if loss_key else result["losses"]
+    if losses:
+        print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
+              f"samples/s on rank 0); {loss_key + ' ' if loss_key else ''}loss {losses[0]:.4f} -> {losses[-1]:.4f}"
+              + (f"; {result['problems']} samples skipped by the loader" if skipped else ""))
+    else:
+        print(f"already at step {result['step']}")
+    if validation:
+        print(validation)
+    print(f"checkpoint: {result.get('checkpoint', '-')}; {final_for}: {result['final']}; "
+          f"TensorBoard: tensorboard --logdir {Path(out) / 'logs'}")
+
+
+def cmd_train_stage1(args) -> int:
     from ray_jobs.training import run_train_stage1
     from train.stage1 import Stage1Config
 
-    config = load_config(Stage1Config, args.config, args.set)
-    result = run_train_stage1(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker,
-                              args.address, args.overwrite, progress=not args.quiet)
-    losses = result["losses"]
-    print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
-          f"samples/s on rank 0); loss {losses[0]:.4f} -> {losses[-1]:.4f}" if losses else
-          f"already at step {result['step']}")
-    if "psnr" in result:
-        print(f"validation on held-out characters: PSNR {result['psnr']:.2f} dB, SSIM {result['ssim']:.4f}; "
-              f"samples: {result['grid']}")
-    print(f"checkpoint: {result.get('checkpoint', '-')}; for standardize: {result['final']}; "
-          f"TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}")
+    result = _launch_training(args, Stage1Config, run_train_stage1)
+    _print_training(result, args.out, f"validation on held-out characters: PSNR {result['psnr']:.2f} dB, SSIM "
+                    f"{result['ssim']:.4f}; samples: {result['grid']}" if "psnr" in result else None,
+                    "for standardize", skipped=False)
     return 0
 
 
 def cmd_train_router(args) -> int:
-    from ray_jobs.config import load_config
     from ray_jobs.training import run_train_router
     from train.router import RouterConfig
 
-    config = load_config(RouterConfig, args.config, args.set)
-    result = run_train_router(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker,
-                              args.address, args.overwrite, progress=not args.quiet)
-    losses = result["losses"]
-    print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
-          f"samples/s on rank 0); routing loss {losses[0]['routing']:.4f} -> {losses[-1]['routing']:.4f}; "
-          f"{result['problems']} samples skipped by the loader" if losses else f"already at step {result['step']}")
-    if "iou" in result:
-        print(f"held-out segmentation: mean IoU {result['iou']:.3f} (layout-blind baseline "
-              f"{result['iou_layout_blind']:.3f}); routing maps: {result['figure']}")
-    print(f"checkpoint: {result.get('checkpoint', '-')}; for segment: {result['final']}; "
-          f"TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}")
+    result = _launch_training(args, RouterConfig, run_train_router)
+    _print_training(result, args.out, f"held-out segmentation: mean IoU {result['iou']:.3f} (layout-blind baseline "
+                    f"{result['iou_layout_blind']:.3f}); routing maps: {result['figure']}" if "iou" in result else None,
+                    "for segment", loss_key="routing")
     return 0
 
 
 def cmd_train_stage2(args) -> int:
-    from ray_jobs.config import load_config
     from ray_jobs.training import run_train_stage2
     from train.stage2 import Stage2Config
 
-    config = load_config(Stage2Config, args.config, args.set)
-    result = run_train_stage2(config, args.data, args.out, args.workers, args.gpus_per_worker, args.cpus_per_worker,
-                              args.address, args.overwrite, progress=not args.quiet)
-    losses = result["losses"]
-    print(f"trained to step {result['step']} ({result['steps_run']} steps here, {result['samples_per_s']:.2f} "
-          f"samples/s on rank 0); loss {losses[0]:.4f} -> {losses[-1]:.4f}; {result['problems']} samples skipped "
-          f"by the loader" if losses else f"already at step {result['step']}")
-    if "grid" in result:
-        print(f"held-out pairs (reference | generated | target): {result['grid']}")
-    print(f"checkpoint: {result.get('checkpoint', '-')}; adapter for load_ip_adapter / eval stage2: {result['final']}; "
-          f"TensorBoard: tensorboard --logdir {Path(args.out) / 'logs'}")
+    result = _launch_training(args, Stage2Config, run_train_stage2)
+    _print_training(result, args.out, f"held-out pairs (reference | generated | target): {result['grid']}"
+                    if "grid" in result else None, "adapter for load_ip_adapter / eval stage2")
     return 0
 
 

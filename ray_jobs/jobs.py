@@ -183,6 +183,19 @@ def pairs_folder(in_dir: str | Path) -> str:
     return pairs if storage.is_dir(pairs) else in_dir
 
 
+def records_by_shard(in_dir: str) -> tuple[set[str], list[list[dict]]]:
+    """(the record kinds the manifests name, one list of work items per shard in ``in_dir``, each
+    naming its input record and shard): the plan of a job that writes one shard per input shard."""
+    from shards.reader import shard_paths
+
+    kinds, shards = set(), []
+    for path in shard_paths(in_dir):
+        manifest = json.loads(storage.read_bytes(path.removesuffix(".tar") + ".json"))
+        kinds.add(manifest["schema"]["name"])
+        shards.append([{"__key__": key, "inputs": [[path, key]], "source_shard": path} for key in manifest["keys"]])
+    return kinds, shards
+
+
 def check_storage(config, in_dir: str, out_dir: str) -> None:
     """Before any work: the input, the backgrounds and the output (written and removed a probe)
     are reachable; a missing bucket or denied access is a StorageError naming the URL."""

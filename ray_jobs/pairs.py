@@ -6,11 +6,10 @@ tiny standardizer that tests and ``pairforge plan`` use where no trained one exi
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 
 from ray_jobs.config import ConfigError, load_config
-from ray_jobs.jobs import RunOptions, prepare_output, run_job
+from ray_jobs.jobs import RunOptions, prepare_output, records_by_shard, run_job
 from ray_jobs.shardwork import RunSummary
 from shards import storage
 
@@ -22,17 +21,11 @@ def photo_work(photos_dir: str) -> list[list[dict]]:
     """One list of work items per curated ``photo`` shard in ``photos_dir`` (a `curate photos`
     job's --out or its photos/ folder); ConfigError naming what to run when
     the folder holds raw images, other records or nothing."""
-    from shards.reader import shard_paths
-
     if storage.is_dir(storage.join(photos_dir, "photos")):  # a curate job's --out: its photos/ folder
         photos_dir = storage.join(photos_dir, "photos")
     if not storage.is_dir(photos_dir):
         raise ConfigError(f"--photos {photos_dir}: no such folder; give the --out of `pairforge curate photos`")
-    kinds, shards = set(), []
-    for path in shard_paths(photos_dir):
-        manifest = json.loads(storage.read_bytes(path.removesuffix(".tar") + ".json"))
-        kinds.add(manifest["schema"]["name"])
-        shards.append([{"__key__": key, "inputs": [[path, key]], "source_shard": path} for key in manifest["keys"]])
+    kinds, shards = records_by_shard(photos_dir)
     if not shards:
         images = [f for f in storage.glob(photos_dir, "*") if Path(f).suffix.lower() in IMAGE_SUFFIXES]
         what = f"holds {len(images)} image files but no curated photo shards" if images else "holds no shards"

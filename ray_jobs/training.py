@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 from ray_jobs.config import ConfigError, config_changes, config_dict, read_resolved, write_resolved
-from ray_jobs.jobs import RunOptions, prepare_output, run_job
+from ray_jobs.jobs import RunOptions, prepare_output, records_by_shard, run_job
 from ray_jobs.shardwork import RunSummary
 from shards import storage
 
@@ -195,7 +195,6 @@ def standardize_stage(config, in_dir: str, out_dir: str):
     (before any work) for a folder that is not a checkpoint or input shards of another kind."""
     import dataclasses
 
-    from shards.reader import shard_paths
     from train.models.standardizer import CheckpointError, read_identity
     from train.standardize import INPUT_KINDS, StandardizeStage
 
@@ -205,11 +204,7 @@ def standardize_stage(config, in_dir: str, out_dir: str):
         raise ConfigError(str(error)) from None
     config = dataclasses.replace(config, checkpoint=str(Path(config.checkpoint).resolve()),
                                  checkpoint_sha256=identity["weights_sha256"])
-    kinds, shards = set(), []
-    for path in shard_paths(in_dir):
-        manifest = json.loads(storage.read_bytes(path.removesuffix(".tar") + ".json"))
-        kinds.add(manifest["schema"]["name"])
-        shards.append([{"__key__": key, "inputs": [[path, key]], "source_shard": path} for key in manifest["keys"]])
+    kinds, shards = records_by_shard(in_dir)
     if not shards:
         raise FileNotFoundError(f"--in {in_dir}: no shards found")
     if len(kinds) > 1 or not kinds <= set(INPUT_KINDS):

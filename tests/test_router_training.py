@@ -23,20 +23,13 @@ from ray_jobs.cli import main
 from ray_jobs.config import ConfigError
 from ray_jobs.training import run_train_router
 from tests.tools.router_data import make_router_data, tiny_router_config
+from tests.tools.trained_run import data_and_trained_run
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_router_data(tmp_path_factory.mktemp("router"))
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    config = tiny_router_config(data, "steps=4", "checkpoint_every=2", "validation_samples=4")
-    return out, run_train_router(config, str(data / "router"), out, progress=False)
+data, trained = data_and_trained_run(make_router_data, run_train_router, tiny_router_config, "router",
+                                     "steps=4", "checkpoint_every=2", "validation_samples=4")
 
 
 def router_weights(folder):

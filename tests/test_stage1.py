@@ -16,22 +16,15 @@ from ray_jobs.jobs import RunOptions
 from ray_jobs.training import run_standardize, run_train_stage1
 from shards.reader import iter_dataset
 from tests.tools.stage1_data import make_stage1_data, tiny_stage1_config
+from tests.tools.trained_run import data_and_trained_run
 from train.standardize import StandardizeConfig
 
 pytestmark = pytest.mark.slow
 LOCAL = RunOptions(runner="local", progress=False)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_stage1_data(tmp_path_factory.mktemp("stage1"))
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    config = tiny_stage1_config(data, "steps=4", "checkpoint_every=2", "validation_samples=2")
-    return out, run_train_stage1(config, str(data / "pairs"), out, progress=False)
+data, trained = data_and_trained_run(make_stage1_data, run_train_stage1, tiny_stage1_config, "pairs",
+                                     "steps=4", "checkpoint_every=2", "validation_samples=2")
 
 
 def weights(folder):

@@ -16,21 +16,14 @@ from ray_jobs.cli import main
 from ray_jobs.config import ConfigError
 from ray_jobs.training import run_train_stage2
 from tests.tools.stage2_data import frozen_tensors, make_stage2_data, tiny_stage2_config
+from tests.tools.trained_run import data_and_trained_run
 
 pytestmark = pytest.mark.slow
 BUCKETS = "buckets=[[80, 80], [96, 64]]"  # beside 64x96: the test photos are 80x120, 96x96 and 120x80
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    return make_stage2_data(tmp_path_factory.mktemp("stage2"))
-
-
-@pytest.fixture(scope="module")
-def trained(data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    config = tiny_stage2_config(data, "steps=4", "checkpoint_every=2", "batch_size=3", BUCKETS)
-    return out, run_train_stage2(config, str(data / "real_pairs"), out, progress=False)
+data, trained = data_and_trained_run(make_stage2_data, run_train_stage2, tiny_stage2_config, "real_pairs",
+                                     "steps=4", "checkpoint_every=2", "batch_size=3", BUCKETS)
 
 
 def test_bucket_decoder_sets_size_and_crop_conditioning():

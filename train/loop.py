@@ -1,13 +1,20 @@
 """What the trainers (Stage I, Stage II, the router) share around their own model and loss: the
-device and mixed precision, one optimizer step, checkpoints written whole (a scratch folder renamed
-into place, the oldest pruned) and found again for resume, and the training loop itself. torch is
-imported inside the functions."""
+checks before any work (record kind, SDXL base, loop settings), the device and mixed precision, DDP,
+optimizer, scaler and EMA, the resampled loader resumed where a checkpoint stopped, one optimizer
+step, checkpoints written whole (a scratch folder renamed into place, the oldest pruned) and found
+again for resume, and the training loop itself. torch is imported inside the functions."""
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import shutil
 from pathlib import Path
+
+from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("no", "fp16", "bf16")
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -26,6 +33,79 @@ def training_device(device, mixed_precision: str):
         return device, None
     torch.backends.cuda.matmul.allow_tf32 = True
     return device, {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision)
+
+
+def check_loop_settings(config) -> None:
+    """ValueError, before any work, for the settings Stage I and Stage II check alike: the mixed
+    precision and the loop's counts (steps, checkpoints, logs, validation samples and their steps)."""
+    if config.mixed_precision not in PRECISIONS:
+        raise ValueError(f"mixed_precision {config.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
+    if min(config.batch_size, config.steps, config.checkpoint_every, config.keep_checkpoints, config.log_every,
+           config.inference_steps) < 1 or config.num_workers < 0 or config.validation_samples < 0:
+        raise ValueError("batch_size, steps, checkpoint_every, keep_checkpoints, log_every and inference_steps "
+                         "must be >= 1; num_workers and validation_samples >= 0")
+
+
+def kind_dataset(data, kinds: tuple[str, ...], split: str | None, job: str, source: str) -> ShardSet:
+    """The shards of ``data`` (of one split) holding the first of ``kinds`` found; before any work, a
+    DatasetKindError saying that ``job`` reads those kinds and whose --out to give (``source``)."""
+    problems = []
+    for kind in kinds:
+        try:
+            return ShardSet.load(data, kind=kind, split=split)
+        except DatasetKindError as error:
+            problems.append(str(error))
+    raise DatasetKindError(f"{problems[0].split('; this loader')[0]}; {job} reads {' or '.join(kinds)} shards: "
+                           f"give the --out of {source}")
+
+
+def check_sdxl_unet(base: str, revision: str, needs: str) -> dict:
+    """The base's UNet config, read before any work; ValueError unless it is SDXL-shaped (what
+    ``needs``, e.g. "the router", is built on)."""
+    from diffusers import UNet2DConditionModel
+
+    unet_config = UNet2DConditionModel.load_config(base, subfolder="unet", revision=revision or None)
+    if unet_config.get("addition_embed_type") != "text_time":
+        raise ValueError(f"base {base}: not an SDXL-family UNet (addition_embed_type "
+                         f"{unet_config.get('addition_embed_type')!r}); {needs} needs e.g. "
+                         f"stabilityai/stable-diffusion-xl-base-1.0")
+    return unet_config
+
+
+def distributed_optimizer(model, parameters: list, config, device, autocast_dtype, world_size: int,
+                          ema_decay: float = 0.0, **ddp_options) -> tuple:
+    """(the module a step calls: ``model``, or its DDP wrapper when ``world_size`` > 1; AdamW over
+    ``parameters``; the gradient scaler, on for fp16 only; an EMA of ``parameters`` or None).
+    DDP without find_unused_parameters: a trainer freezes what no loss reaches instead."""
+    import torch
+
+    ddp = model
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+        ddp = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                      find_unused_parameters=False, **ddp_options)
+    optimizer = torch.optim.AdamW(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype is torch.float16)
+    ema = None
+    if ema_decay > 0:
+        from diffusers.training_utils import EMAModel
+        ema = EMAModel(parameters, decay=ema_decay)
+    return ddp, optimizer, scaler, ema
+
+
+def resumed_loader(trainer, decoder, resume: Path | None, **loader_options) -> tuple:
+    """(stream, loader, step): this rank's endless (resampled) stream of ``trainer.shards`` and its
+    loader; with a ``resume`` checkpoint, the loader, optimizer, scaler and EMA put back where it
+    stopped (else step 0)."""
+    config = trainer.config
+    stream = ShardStream(trainer.shards, decoder, config.batch_size, rank=trainer.rank, world_size=trainer.world_size,
+                         seed=config.seed, resampled=True)
+    loader = ShardLoader(stream, num_workers=config.num_workers, **loader_options)
+    step = 0
+    if resume is not None:
+        step = restore_training_state(resume, trainer.device, trainer.optimizer, trainer.scaler, trainer.ema, loader)
+        log.info("resumed from %s at step %d", resume, step)
+    return stream, loader, step
 
 
 def optimizer_step(loss, optimizer, scaler, parameters, max_grad_norm: float) -> None:

@@ -36,13 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shards.keys import sample_seed
-from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
-from train.loop import (latest_checkpoint, optimizer_step, restore_training_state, run_steps, training_device,
-                        training_state, write_checkpoint)
+from train.data import ShardSet, ShardStream, decoder_for, to_model
+from train.loop import (PRECISIONS, check_sdxl_unet, distributed_optimizer, kind_dataset, latest_checkpoint,
+                        optimizer_step, resumed_loader, run_steps, training_device, training_state, write_checkpoint)
 
 log = logging.getLogger(__name__)
 KIND = "router_sample"
-PRECISIONS = ("no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -105,24 +104,14 @@ class RouterConfig:
 
 def dataset(data, split: str | None = None) -> ShardSet:
     """The router_sample shards (of one split); DatasetKindError (before any work) for other records."""
-    try:
-        return ShardSet.load(data, kind=KIND, split=split)
-    except DatasetKindError as error:
-        raise DatasetKindError(f"{str(error).split('; this loader')[0]}; train router reads router_sample shards: "
-                               f"give the --out of `pairforge router`") from None
+    return kind_dataset(data, (KIND,), split, "train router", "`pairforge router`")
 
 
 def check_base(config: RouterConfig) -> None:
     """The base UNet read before any work: SDXL-shaped, and the resolution a whole number of latents at every level."""
-    from diffusers import UNet2DConditionModel
-
     from train.models.standardizer.layout import check_resolution
 
-    unet_config = UNet2DConditionModel.load_config(config.base, subfolder="unet", revision=config.revision or None)
-    if unet_config.get("addition_embed_type") != "text_time":
-        raise ValueError(f"base {config.base}: not an SDXL-family UNet (addition_embed_type "
-                         f"{unet_config.get('addition_embed_type')!r}); the router needs e.g. "
-                         f"stabilityai/stable-diffusion-xl-base-1.0")
+    unet_config = check_sdxl_unet(config.base, config.revision, "the router")
     check_resolution(config.resolution, unet_config)
     check_resolution(config.subject_size, unet_config)
 
@@ -169,7 +158,6 @@ class Trainer:
 
         self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
         self.device, self.autocast_dtype = training_device(device, config.mixed_precision)
-        cuda = self.device.type == "cuda"
         self.shards = dataset(data, split="train")
         resume = latest_checkpoint(self.out)
         if resume is not None:
@@ -186,21 +174,10 @@ class Trainer:
             self.model.unet.enable_gradient_checkpointing()
         self.model.router.train()
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.ddp = self.model
-        if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
-                                               find_unused_parameters=False)
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
+        self.ddp, self.optimizer, self.scaler, self.ema = distributed_optimizer(  # no EMA: self.ema is None
+            self.model, self.parameters, config, self.device, self.autocast_dtype, world_size)
         self.conditioning = Conditioning(self.frozen, self.device)
-        self.stream = ShardStream(self.shards, make_decoder(config), config.batch_size, rank=rank,
-                                  world_size=world_size, seed=config.seed, resampled=True)
-        self.loader = ShardLoader(self.stream, num_workers=config.num_workers)
-        self.step = 0
-        if resume is not None:
-            self.step = restore_training_state(resume, self.device, self.optimizer, self.scaler, None, self.loader)
-            log.info("resumed from %s at step %d", resume, self.step)
+        self.stream, self.loader, self.step = resumed_loader(self, make_decoder(config), resume)
         self.keys_read: list[str] = []
 
     def losses(self, batch):

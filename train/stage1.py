@@ -26,15 +26,14 @@ from pathlib import Path
 import numpy as np
 
 from shards.keys import sample_seed
-from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, decoder_for, to_model
-from train.loop import (ema_weights, latest_checkpoint, optimizer_step, restore_training_state, run_steps,
-                        training_device, training_state, write_checkpoint)
+from train.data import ShardSet, ShardStream, decoder_for, to_model
+from train.loop import (check_loop_settings, distributed_optimizer, ema_weights, kind_dataset, latest_checkpoint,
+                        optimizer_step, resumed_loader, run_steps, training_device, training_state, write_checkpoint)
 from train.data.kinds import fit_keypoints
 from train.models.standardizer.layout import check_resolution
 
 log = logging.getLogger(__name__)
 KINDS = ("synthetic_pair", "composited_pair")
-PRECISIONS = ("no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -70,26 +69,15 @@ class Stage1Config:
         if any(v <= 0 or v % 8 for v in self.resolution):
             raise ValueError(f"resolution {list(self.resolution)}: width and height must be positive multiples of 8 "
                              f"(the VAE's factor; 64 for SD-1.5's UNet), e.g. [512, 768]")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision {self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
-        if min(self.batch_size, self.steps, self.checkpoint_every, self.keep_checkpoints, self.log_every,
-               self.inference_steps) < 1 or self.num_workers < 0 or self.validation_samples < 0:
-            raise ValueError("batch_size, steps, checkpoint_every, keep_checkpoints, log_every and inference_steps "
-                             "must be >= 1; num_workers and validation_samples >= 0")
+        check_loop_settings(self)
         if not 0 <= self.condition_drop < 1 or not 0 <= self.ema_decay < 1:
             raise ValueError("condition_drop and ema_decay must be in [0, 1)")
 
 
 def dataset(data, kinds=KINDS, split: str | None = None) -> ShardSet:
     """The pair shards (of one split); DatasetKindError (before any work) when they are not pairs."""
-    problems = []
-    for kind in kinds:
-        try:
-            return ShardSet.load(data, kind=kind, split=split)
-        except DatasetKindError as error:
-            problems.append(str(error))
-    raise DatasetKindError(f"{problems[0].split('; this loader')[0]}; train stage1 reads {' or '.join(kinds)} "
-                           f"shards: give the --out of `pairforge render` (its pairs/) or of `pairforge composite`")
+    return kind_dataset(data, kinds, split, "train stage1",
+                        "`pairforge render` (its pairs/) or of `pairforge composite`")
 
 
 def check_base(config: Stage1Config) -> dict:
@@ -152,7 +140,6 @@ class Trainer:
 
         self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
         self.device, self.autocast_dtype = training_device(device, config.mixed_precision)
-        cuda = self.device.type == "cuda"
         self.shards = dataset(data, split="train")
         resume = latest_checkpoint(self.out)
         if resume is not None:
@@ -170,25 +157,9 @@ class Trainer:
             self.model.enable_gradient_checkpointing()
         self.model.train()
         self.parameters = [p for p in self.model.parameters() if p.requires_grad]
-        self.ddp = self.model
-        if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self.ddp = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None,
-                                               find_unused_parameters=False)
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
-        self.ema = None
-        if config.ema_decay > 0:
-            from diffusers.training_utils import EMAModel
-            self.ema = EMAModel(self.parameters, decay=config.ema_decay)
-        decoder = make_decoder(config, self.shards.kind)
-        self.stream = ShardStream(self.shards, decoder, config.batch_size, rank=rank, world_size=world_size,
-                                  seed=config.seed, resampled=True)
-        self.loader = ShardLoader(self.stream, num_workers=config.num_workers)
-        self.step = 0
-        if resume is not None:
-            self.step = restore_training_state(resume, self.device, self.optimizer, self.scaler, self.ema, self.loader)
-            log.info("resumed from %s at step %d", resume, self.step)
+        self.ddp, self.optimizer, self.scaler, self.ema = distributed_optimizer(
+            self.model, self.parameters, config, self.device, self.autocast_dtype, world_size, config.ema_decay)
+        self.stream, self.loader, self.step = resumed_loader(self, make_decoder(config, self.shards.kind), resume)
         self.validation = held_out(data, make_decoder(config, self.shards.kind, normalize=True),
                                    config.validation_samples) if rank == 0 else []
         self.standard_pose = self.standard_pose or standard_pose(self.shards, tuple(config.resolution))
@@ -249,8 +220,9 @@ class Trainer:
                             {"step": self.step, "base": self.config.base, "ema": self.ema is not None})
         return folder
 
-    def validate(self) -> dict:
-        """PSNR and SSIM of DDIM samples of the held-out characters against their targets, and the grid."""
+    def validate(self, step: int, writer) -> dict:
+        """PSNR and SSIM of DDIM samples of the held-out characters against their targets (also to
+        TensorBoard's ``writer``), and the grid."""
         import torch
         from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
@@ -277,22 +249,16 @@ class Trainer:
         grid.parent.mkdir(parents=True, exist_ok=True)
         from PIL import Image
         Image.fromarray(np.concatenate(rows, axis=0)).save(grid)
+        for name, value in metrics.items():
+            writer.add_scalar(f"val/{name}", value, step)
         return {**metrics, "grid": str(grid)}
 
 
 def train(config: Stage1Config, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,
           progress: bool = False) -> dict:
-    """Train (or resume) to ``config.steps`` in train.loop's loop; returns the run's figures.
-    ``report(metrics)`` is called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
-    out = Path(out)
+    """Train (or resume) to ``config.steps`` in train.loop's run_steps (``report`` as there); the
+    run's figures, with how many ReferenceNet parameters no loss reaches (frozen, so DDP needs no search)."""
     trainer = Trainer(config, data, out, rank, world_size, device)
-
-    def validate(step, writer):
-        figures = trainer.validate()
-        if figures:
-            writer.add_scalar("val/psnr", figures["psnr"], step)
-            writer.add_scalar("val/ssim", figures["ssim"], step)
-        return figures
-
-    result = run_steps(trainer, config, out, rank, world_size, validate, report, progress, reported=("psnr", "ssim"))
+    result = run_steps(trainer, config, trainer.out, rank, world_size, trainer.validate, report, progress,
+                       reported=("psnr", "ssim"))
     return {**result, "frozen_unused": len(trainer.frozen_unused)}

@@ -38,14 +38,14 @@ import numpy as np
 from PIL import Image
 
 from shards.keys import sample_seed
-from train.data import DatasetKindError, ShardLoader, ShardSet, ShardStream, to_model
+from train.data import ShardSet, ShardStream, to_model
 from train.data.kinds import Decoder, place
-from train.loop import (apply_gradients, ema_weights, latest_checkpoint, restore_training_state, run_steps,
-                        training_device, training_state, write_checkpoint)
+from train.loop import (apply_gradients, check_loop_settings, check_sdxl_unet, distributed_optimizer, ema_weights,
+                        kind_dataset, latest_checkpoint, resumed_loader, run_steps, training_device, training_state,
+                        write_checkpoint)
 
 log = logging.getLogger(__name__)
 KIND = "real_pair"
-PRECISIONS = ("no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -82,12 +82,7 @@ class Stage2Config:
         if any(v <= 0 or v % 8 for size in (self.resolution, *self.buckets) for v in size):
             raise ValueError(f"resolution {list(self.resolution)} and buckets {[list(b) for b in self.buckets]}: sides "
                              f"must be positive multiples of 8 (the VAE's factor), e.g. [512, 768]")
-        if self.mixed_precision not in PRECISIONS:
-            raise ValueError(f"mixed_precision {self.mixed_precision!r}: use one of {', '.join(PRECISIONS)}")
-        if min(self.batch_size, self.steps, self.checkpoint_every, self.keep_checkpoints, self.log_every,
-               self.inference_steps) < 1 or self.num_workers < 0 or self.validation_samples < 0:
-            raise ValueError("batch_size, steps, checkpoint_every, keep_checkpoints, log_every and inference_steps "
-                             "must be >= 1; num_workers and validation_samples >= 0")
+        check_loop_settings(self)
         drops = (self.text_drop, self.image_drop, self.both_drop)
         if min(drops) < 0 or sum(drops) >= 1 or not 0 <= self.ema_decay < 1:
             raise ValueError("text_drop, image_drop and both_drop must be >= 0 with a sum below 1 (the reference "
@@ -96,27 +91,18 @@ class Stage2Config:
 
 def dataset(data, split: str | None = None) -> ShardSet:
     """The real_pair shards (of one split); DatasetKindError (before any work) for other records."""
-    try:
-        return ShardSet.load(data, kind=KIND, split=split)
-    except DatasetKindError as error:
-        raise DatasetKindError(f"{str(error).split('; this loader')[0]}; train stage2 reads real_pair shards: "
-                               f"give the --out of `pairforge pairs`") from None
+    return kind_dataset(data, (KIND,), split, "train stage2", "`pairforge pairs`")
 
 
 def check_base(config: Stage2Config) -> None:
     """Before any work: an SDXL-family UNet, every training size a whole number of latents at each
     level, a CLIP vision encoder, and (``adapter=``) an adapter that fits this UNet and that encoder."""
-    from diffusers import UNet2DConditionModel
     from transformers import CLIPVisionConfig
 
     from train.models.personalizer import ADAPTER_FILE, check_adapter_file, read_identity
     from train.models.standardizer.layout import check_resolution
 
-    unet_config = UNet2DConditionModel.load_config(config.base, subfolder="unet", revision=config.revision or None)
-    if unet_config.get("addition_embed_type") != "text_time":
-        raise ValueError(f"base {config.base}: not an SDXL-family UNet (addition_embed_type "
-                         f"{unet_config.get('addition_embed_type')!r}); Stage II needs e.g. "
-                         f"stabilityai/stable-diffusion-xl-base-1.0")
+    unet_config = check_sdxl_unet(config.base, config.revision, "Stage II")
     for size in (config.resolution, *config.buckets):
         check_resolution(size, unet_config)
     try:
@@ -214,7 +200,6 @@ class Trainer:
 
         self.config, self.out, self.rank, self.world_size = config, Path(out), rank, world_size
         self.device, self.autocast_dtype = training_device(device, config.mixed_precision)
-        cuda = self.device.type == "cuda"
         self.shards = dataset(data, split="train")
         revision = config.revision or None
         self.frozen = load_frozen_parts(config.base, config.image_encoder, config.image_encoder_subfolder,
@@ -233,27 +218,14 @@ class Trainer:
         if config.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         self.unet.train()
-        self.ddp = self.unet
-        if world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            # ranks run as many forwards as their batch has buckets: no per-forward buffer broadcast
-            self.ddp = DistributedDataParallel(self.unet, device_ids=[self.device.index] if cuda else None,
-                                               find_unused_parameters=False, broadcast_buffers=False)
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.autocast_dtype is torch.float16)
-        self.ema = None
-        if config.ema_decay > 0:
-            from diffusers.training_utils import EMAModel
-            self.ema = EMAModel(self.parameters, decay=config.ema_decay)
+        # ranks run as many forwards as their batch has buckets: no per-forward buffer broadcast
+        self.ddp, self.optimizer, self.scaler, self.ema = distributed_optimizer(
+            self.unet, self.parameters, config, self.device, self.autocast_dtype, world_size, config.ema_decay,
+            broadcast_buffers=False)
         with torch.no_grad():
             self.blank = blank_tokens(self.frozen.image_encoder, self.device)
-        self.stream = ShardStream(self.shards, make_decoder(config, self.frozen.image_encoder), config.batch_size,
-                                  rank=rank, world_size=world_size, seed=config.seed, resampled=True)
-        self.loader = ShardLoader(self.stream, num_workers=config.num_workers, collate_fn=collate_buckets)
-        self.step = 0
-        if resume is not None:
-            self.step = restore_training_state(resume, self.device, self.optimizer, self.scaler, self.ema, self.loader)
-            log.info("resumed from %s at step %d", resume, self.step)
+        self.stream, self.loader, self.step = resumed_loader(self, make_decoder(config, self.frozen.image_encoder),
+                                                             resume, collate_fn=collate_buckets)
         self.identity = {**identity_of(config, self.frozen.image_encoder.config), "data": str(data)}
         self.validation = held_out(data, make_decoder(config, self.frozen.image_encoder, normalize=True),
                                    config.validation_samples) if rank == 0 else []
@@ -335,8 +307,9 @@ class Trainer:
         return StableDiffusionXLPipeline(f.vae, f.text_encoder, f.text_encoder_2, f.tokenizer, f.tokenizer_2, self.unet,
                                          DDIMScheduler.from_config(f.scheduler.config))
 
-    def validate(self) -> dict:
-        """The held-out pairs generated from their reference and caption: a grid (reference | generated | target)."""
+    def validate(self, step: int, writer) -> dict:
+        """The held-out pairs generated from their reference and caption: a grid (reference | generated |
+        target), saved and shown in TensorBoard's ``writer``."""
         import torch
 
         from train.models.router import clip_tokens
@@ -363,7 +336,9 @@ class Trainer:
         self.unet.train()
         grid = self.out / "samples" / f"step-{self.step:06d}.png"
         grid.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.concatenate(rows, axis=0)).save(grid)
+        pixels = np.concatenate(rows, axis=0)
+        Image.fromarray(pixels).save(grid)
+        writer.add_image("val/reference_generated_target", pixels, step, dataformats="HWC")
         return {"grid": str(grid)}
 
 
@@ -379,16 +354,6 @@ def held_out(data, decoder, limit: int) -> list[dict]:
 
 def train(config: Stage2Config, data, out, rank: int = 0, world_size: int = 1, device=None, report=None,
           progress: bool = False) -> dict:
-    """Train (or resume) to ``config.steps`` in train.loop's loop; returns the run's figures.
-    ``report(metrics)`` is called by every rank at each checkpoint (Ray Train's ``ray.train.report``)."""
-    out = Path(out)
+    """Train (or resume) to ``config.steps`` in train.loop's run_steps (``report`` as there); the run's figures."""
     trainer = Trainer(config, data, out, rank, world_size, device)
-
-    def validate(step, writer):
-        figures = trainer.validate()
-        if figures:
-            writer.add_image("val/reference_generated_target", np.asarray(Image.open(figures["grid"])), step,
-                             dataformats="HWC")
-        return figures
-
-    return run_steps(trainer, config, out, rank, world_size, validate, report, progress)
+    return run_steps(trainer, config, trainer.out, rank, world_size, trainer.validate, report, progress)
