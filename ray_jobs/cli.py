@@ -188,7 +188,8 @@ def cmd_train_router(args) -> int:
 
     result = _launch_training(args, RouterConfig, run_train_router)
     _print_training(result, args.out, f"held-out segmentation: mean IoU {result['iou']:.3f} (layout-blind baseline "
-                    f"{result['iou_layout_blind']:.3f}); routing maps: {result['figure']}" if "iou" in result else None,
+                    f"{result['iou_layout_blind']:.3f}; with each scene's references rotated "
+                    f"{result['iou_references_rotated']:.3f}); routing maps: {result['figure']}" if "iou" in result else None,
                     "for segment", loss_key="routing")
     return 0
 

@@ -7,7 +7,8 @@ route (subject or background) of the largest average: one mask per subject.
 Evaluation: mean IoU of these masks against the true instance masks over the subjects of held-out
 (split=test) router samples, beside a layout-blind baseline that never looks at the image: each
 subject slot's mask is the training set's mean instance mask of that slot, thresholded at half its
-maximum. The routing-map figure lays out, as the paper's Figure 4 does, one row per subject and,
+maximum; and the router's IoU again with each scene's references rotated among its subjects (a
+router that found the figures but not who is who loses nothing there). The routing-map figure lays out, as the paper's Figure 4 does, one row per subject and,
 for each chosen timestep, one column per cross-attention layer (forward order), after a column
 with the scene and the subject's reference."""
 from __future__ import annotations
@@ -67,6 +68,17 @@ def subject_ious(predicted, truth, valid) -> list[float]:
     inter = (predicted & truth).flatten(2).sum(-1).float()
     union = (predicted | truth).flatten(2).sum(-1).float().clamp(min=1)
     return (inter / union)[valid > 0.5].tolist()
+
+
+def rotate_valid(subjects, valid):
+    """Each sample's valid subject slots rotated by one (subject i gets subject i+1's reference):
+    B x S x ... -> the same shape, padded slots unchanged."""
+    import torch
+
+    out = subjects.clone()
+    for i, count in enumerate(valid.sum(1).round().long().tolist()):
+        out[i, :count] = torch.roll(subjects[i, :count], 1, dims=0)
+    return out
 
 
 def layout_blind_masks(shards, decoder, limit: int = 512):
@@ -153,11 +165,14 @@ class Evaluation:
                    **{k: torch.from_numpy(np.stack([s[k] for s in chunk])).to(device)
                       for k in ("image", "subjects", "masks", "subject_valid")}}
 
-    def ious(self, model, frozen, conditioning) -> tuple[float, float]:
-        """(router mean IoU, layout-blind baseline mean IoU) over the held-out subjects."""
+    def ious(self, model, frozen, conditioning) -> tuple[float, float, float]:
+        """(router mean IoU, layout-blind baseline mean IoU, router mean IoU with each scene's
+        references rotated) over the held-out subjects. The rotated control tells routing by
+        identity from routing by figure and layout: a router that only found the figures scores
+        the same with the wrong references."""
         import torch
 
-        router, baseline = [], []
+        router, baseline, rotated = [], [], []
         was_training = model.router.training
         model.router.eval()
         for b in self.batches(conditioning.device):
@@ -166,8 +181,11 @@ class Evaluation:
                                    b["masks"], b["subject_valid"])
             blind = torch.from_numpy(self.baseline).to(b["masks"].device).expand_as(b["masks"])
             baseline += subject_ious(blind, b["masks"], b["subject_valid"])
+            wrong = {**b, "subjects": rotate_valid(b["subjects"], b["subject_valid"])}
+            rotated += subject_ious(predict_masks(model, frozen, conditioning, wrong, self.config.segment_timestep,
+                                                  seed), b["masks"], b["subject_valid"])
         model.router.train(was_training)
-        return float(np.mean(router)), float(np.mean(baseline))
+        return float(np.mean(router)), float(np.mean(baseline)), float(np.mean(rotated))
 
     def run(self, model, frozen, conditioning, out: Path, step: int, writer=None) -> dict:
         """IoUs, and the routing-map figure of the first held-out sample at OUT/figures/step-NNNNNN.png."""
@@ -175,7 +193,8 @@ class Evaluation:
 
         figures = {}
         if self.baseline is not None:
-            figures["iou"], figures["iou_layout_blind"] = self.ious(model, frozen, conditioning)
+            figures["iou"], figures["iou_layout_blind"], figures["iou_references_rotated"] = \
+                self.ious(model, frozen, conditioning)
         was_training = model.router.training
         model.router.eval()
         first = next(self.batches(conditioning.device, size=1))
