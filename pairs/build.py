@@ -35,7 +35,7 @@ class PairsConfig:
     caption: CaptionConfig = field(default_factory=lambda: CaptionConfig(backend="transformers"))
     gate: GateConfig = field(default_factory=GateConfig)
     ref_size: tuple[int, int] = (0, 0)  # (w, h) of ref.png: the whole standardized frame resized; (0, 0): the photo's size
-    test_fraction: float = 0.2          # split by the photo's subject (json subject_id, else its source)
+    test_fraction: float = 0.2          # split by the photo's subject (json subject_id, else its sha256)
     sample_timeout: float = 600.0
     expected_photos: int = 0            # how many photos the job is sized for: what `pairforge plan` projects
 
@@ -174,7 +174,8 @@ class PairsStage(Stage):
         record = item["inputs"][0]
         meta = record["json"]
         s = self.config.standardize
-        subject = meta.get("subject_id") or meta["source"]
+        # the split follows the person (json subject_id), else the photo's bytes: never where the photo lies
+        subject = meta.get("subject_id") or meta.get("sha256") or meta["source"]
         lineage = {"schema": REAL_PAIR.tag, "photo_id": item["__key__"], "photo_source": meta["source"],
                    "photo_sha256": meta.get("sha256"), "photo_shard": storage.name(item["source_shard"]),
                    "split": meta.get("split") or split_of(subject, self.config.test_fraction),
