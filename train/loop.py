@@ -125,7 +125,6 @@ def apply_gradients(optimizer, scaler, parameters, max_grad_norm: float) -> None
     scaler.update()
 
 
-
 @contextlib.contextmanager
 def ema_weights(ema, parameters):
     """``parameters`` hold the EMA weights meanwhile (to save them), their own again after; nothing
@@ -139,7 +138,6 @@ def ema_weights(ema, parameters):
         yield
     finally:
         ema.restore(parameters)
-
 
 
 def training_state(optimizer, scaler, ema, loader, step: int) -> dict:

@@ -8,9 +8,10 @@ Evaluation: mean IoU of these masks against the true instance masks over the sub
 (split=test) router samples, beside a layout-blind baseline that never looks at the image: each
 subject slot's mask is the training set's mean instance mask of that slot, thresholded at half its
 maximum; and the router's IoU again with each scene's references rotated among its subjects (a
-router that found the figures but not who is who loses nothing there). The routing-map figure lays out, as the paper's Figure 4 does, one row per subject and,
-for each chosen timestep, one column per cross-attention layer (forward order), after a column
-with the scene and the subject's reference."""
+router that found the figures but not who is who loses nothing there). The routing-map figure
+lays out, as the paper's Figure 4 does, one row per subject and, for each chosen timestep, one
+column per cross-attention layer (forward order), after a column with the scene and the
+subject's reference."""
 from __future__ import annotations
 
 from pathlib import Path
