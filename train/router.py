@@ -28,7 +28,7 @@ image survives a noise level depends on its resolution), and the routing loss wh
 gone teaches only the prior, background everywhere. Measured on the tiny router base at 64x96: a
 linear read-out of the 8x8 cells' colours explains 0.80 / 0.55 / 0.18 / 0.00 of their variance
 from the noisy latent at t = 0 / 200 / 500 / 999 (0.58 / 0.51 / 0.35 / 0.00 from the first
-cross-attention layer's input). Tiny runs (the router test) therefore train at [0, 500]: a config value, not code."""
+cross-attention layer's input). Tiny runs (the router test) therefore train at [0, 200]: a config value, not code."""
 from __future__ import annotations
 
 import logging
@@ -76,7 +76,7 @@ class RouterConfig:
     keep_checkpoints: int = 3
     validate_every: int = 1000       # 0: only at the end
     validation_samples: int = 16
-    segment_timestep: int = 200      # the noise level at which segmentation reads the maps
+    segment_timestep: int = 0        # the noise level at which segmentation reads the maps (the paper: none)
     timesteps: tuple[int, int] = (0, 1000)  # t drawn uniformly from [low, high): see the module docstring
     figure_timesteps: tuple[int, ...] = (999, 500, 200)
     log_every: int = 10

@@ -1,8 +1,9 @@
 """Reference-prompted segmentation with a trained router (AnyStory §3.3, Fig. 4), which is also the
-router's evaluation. The image is encoded by the VAE and noised to ``segment_timestep`` (seeded),
-the UNet runs once with the subjects' routing features, and every cross-attention layer's refined
-maps M_i, upsampled (bilinear) to the image, are averaged over layers; each pixel goes to the
-route (subject or background) of the largest average: one mask per subject.
+router's evaluation. The image is encoded by the VAE and noised to ``segment_timestep`` (seeded;
+0 by default: the paper feeds the encoded image itself), the UNet runs once with the subjects'
+routing features, and every cross-attention layer's refined maps M_i, upsampled (bilinear) to the
+image, are averaged over layers; each pixel goes to the route (subject or background) of the
+largest average: one mask per subject.
 
 Evaluation: mean IoU of these masks against the true instance masks over the subjects of held-out
 (split=test) router samples, beside a layout-blind baseline that never looks at the image: each
